@@ -1,0 +1,43 @@
+# `make test` and `make book` are all a newcomer needs; both set up .venv on first use.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.detrlib-installed
+export PYTHONUNBUFFERED := 1
+
+.PHONY: setup test unit notebooks book book-clean sync help
+
+help:
+	@echo "make test   unit tests + every notebook under nbval (smoke profile) + the book build and browser checks"
+	@echo "make book   execute every chapter in the quick profile (cached) and build the site into _build/html"
+	@echo "make sync   re-pair notebooks/*.ipynb with their MyST twins in book/ (jupytext) and strip outputs"
+
+$(STAMP): requirements.txt pyproject.toml scripts/bootstrap.sh
+	@PYTHON=$(PYTHON) VENV=$(VENV) bash scripts/bootstrap.sh
+
+setup: $(STAMP)
+
+test: $(STAMP)
+	@bash scripts/install_chromium.sh
+	@DETRLIB_PROFILE=smoke $(PY) -m pytest tests notebooks --nbval-lax --nbval-current-env \
+		--nbval-cell-timeout=600 -p no:cacheprovider; rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests (exit 5): the test paths are wrong"; fi; \
+	exit $$rc
+
+unit: $(STAMP)
+	DETRLIB_PROFILE=smoke $(PY) -m pytest tests -m "not slow" -p no:cacheprovider
+
+notebooks: $(STAMP)
+	DETRLIB_PROFILE=smoke $(PY) -m pytest notebooks --nbval-lax --nbval-current-env -p no:cacheprovider
+
+book: $(STAMP)
+	DETRLIB_PROFILE=quick DETRLIB_STATIC_WIDGETS=1 $(VENV)/bin/jupyter-book build . -W -n --keep-going
+	@echo "The book is in $(CURDIR)/_build/html/index.html"
+
+book-clean:
+	rm -rf _build
+
+sync: $(STAMP)
+	$(VENV)/bin/jupytext --sync notebooks/*.ipynb
+	$(PY) scripts/clean_notebooks.py notebooks/*.ipynb

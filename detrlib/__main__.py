@@ -1,0 +1,5 @@
+import sys
+
+from detrlib.cli import main
+
+sys.exit(main())

@@ -1,0 +1,58 @@
+"""Benchmarks that print a table: ``python -m detrlib bench <name> [options]``.
+
+Each module in this package registers one benchmark with :func:`benchmark`. A benchmark measures,
+prints a table, and returns its rows so scripts and tests can read the numbers.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import pkgutil
+from dataclasses import dataclass
+from typing import Callable
+
+
+
+@dataclass
+class Benchmark:
+    name: str
+    help: str
+    run: Callable[[argparse.Namespace], list[dict]]
+    add_arguments: Callable[[argparse.ArgumentParser], None] | None = None
+
+
+BENCHMARKS: dict[str, Benchmark] = {}
+
+
+def benchmark(name: str, help: str, add_arguments: Callable[[argparse.ArgumentParser], None] | None = None):
+    """Register ``fn(args) -> rows`` as ``python -m detrlib bench <name>``; ``add_arguments``
+    adds its options to the command's parser."""
+
+    def register(fn):
+        BENCHMARKS[name] = Benchmark(name, help, fn, add_arguments)
+        return fn
+
+    return register
+
+
+def load_all() -> dict:
+    for module in pkgutil.iter_modules(__path__):
+        importlib.import_module(f"{__name__}.{module.name}")
+    return BENCHMARKS
+
+
+def format_table(rows: list[dict], title: str = "") -> str:
+    """Rows of dicts as a plain-text table (floats to 4 significant digits)."""
+    if not rows:
+        return f"{title}\n(no rows)"
+    columns = list(dict.fromkeys(k for row in rows for k in row))
+
+    def cell(v):
+        return f"{v:.4g}" if isinstance(v, float) else str(v)
+
+    widths = {c: max(len(c), *(len(cell(r.get(c, ""))) for r in rows)) for c in columns}
+    lines = [title] if title else []
+    lines.append("  ".join(c.ljust(widths[c]) for c in columns))
+    lines.append("  ".join("-" * widths[c] for c in columns))
+    lines += ["  ".join(cell(r.get(c, "")).ljust(widths[c]) for c in columns) for r in rows]
+    return "\n".join(lines)

@@ -1,0 +1,274 @@
+"""Every knob in one place: data, model and training settings, and the three profiles.
+
+- ``smoke``: every code path runs in seconds (unit tests, nbval in CI).
+- ``quick``: real learning on a laptop CPU in minutes, on the generated toy VOC.
+- ``full``: the real recipe on a GPU (Colab), on PASCAL VOC from the COCO checkpoint.
+
+A chapter picks its profile in its ``parameters`` cell; ``DETRLIB_PROFILE`` overrides it.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+PROFILES = ("smoke", "quick", "full")
+
+
+@dataclass
+class DataConfig:
+    """Where the images come from and how they are resized.
+
+    ``root`` holds a ``VOCdevkit/`` folder; an empty root means the generated toy VOC under
+    :func:`workdir`. A set is ``"<year folder>:<split>"``, e.g. ``"VOC2007:trainval"``.
+    """
+
+    root: str = ""
+    train_sets: tuple[str, ...] = ("VOC2007:trainval", "VOC2012:trainval")
+    val_sets: tuple[str, ...] = ("VOC2007:test",)
+    toy_train: int = 0  # images the toy generator writes when root is empty
+    toy_val: int = 0
+    toy_seed: int = 0
+    train_scales: tuple[int, ...] = (480, 512, 544, 576, 608, 640, 672, 704, 736, 768, 800)
+    max_size: int = 1333
+    val_size: int = 800
+    random_crop: bool = True
+    keep_difficult: bool = False
+    longtail: str = ""  # name of an imbalance profile for the "modified VOC", "" keeps every image
+    repeat_factor_t: float = 0.0  # LVIS repeat-factor threshold; 0 turns the sampler off
+    num_workers: int = 2
+
+
+@dataclass
+class ModelConfig:
+    """DETR's architecture. Names follow the original DETR arguments where one exists."""
+
+    backbone: str = "resnet50"
+    dilation: bool = False
+    position_embedding: str = "sine"  # or "learned"
+    hidden_dim: int = 256
+    nheads: int = 8
+    enc_layers: int = 6
+    dec_layers: int = 6
+    dim_feedforward: int = 2048
+    dropout: float = 0.1
+    num_queries: int = 100
+    num_classes: int = 91  # without no-object; the class head has num_classes + 1 outputs
+    aux_loss: bool = True
+    # detrlib's additions, for models trained from scratch on a CPU
+    backbone_stages: int = 4  # ResNet stages kept: 4 -> stride 32, 3 -> stride 16, 2 -> stride 8
+    frozen_bn: bool = True  # FrozenBatchNorm2d as in DETR; False trains ordinary BatchNorm2d
+    frozen_stages: int = 1  # stem + this many stages are frozen (DETR: stem and layer1)
+    pretrained_backbone: bool = False  # torchvision ImageNet weights (needs a download)
+    # denoising training (chapter 5); 0 groups turns it off
+    dn_groups: int = 0
+    dn_label_noise: float = 0.2
+    dn_box_noise: float = 0.4
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation, loss weights, precision and bookkeeping."""
+
+    epochs: int = 50
+    max_steps: int = 0  # stop after this many optimizer steps; 0 means run every epoch
+    batch_size: int = 4
+    grad_accum_steps: int = 1
+    lr: float = 1e-4
+    lr_backbone: float = 1e-5
+    weight_decay: float = 1e-4
+    clip_max_norm: float = 0.1
+    lr_schedule: str = "step"  # "step" drops lr by 10x at lr_drop; or "cosine"
+    lr_drop: int = 40  # epoch of the step drop
+    warmup_steps: int = 0
+    # Hungarian matching costs and loss weights, as in DETR
+    set_cost_class: float = 1.0
+    set_cost_bbox: float = 5.0
+    set_cost_giou: float = 2.0
+    bbox_loss_coef: float = 5.0
+    giou_loss_coef: float = 2.0
+    eos_coef: float = 0.1
+    amp: str = "off"  # "off", "auto" (bf16 where supported, else fp16), "bf16" or "fp16"
+    device: str = "auto"  # "auto" picks cuda when present, else cpu
+    seed: int = 42
+    eval_every: int = 1  # epochs between evaluations
+    keep_last: int = 2  # checkpoints kept besides the best one
+    init_checkpoint: str = ""  # path or URL of the official COCO checkpoint to start from
+
+
+@dataclass
+class Config:
+    profile: str = "full"
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Config":
+        sections = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig}
+        kwargs = {}
+        for name, klass in sections.items():
+            values = dict(d.get(name, {}))
+            unknown = set(values) - {f.name for f in dataclasses.fields(klass)}
+            if unknown:
+                raise ValueError(f"unknown {name} config field(s): {sorted(unknown)}")
+            for f in dataclasses.fields(klass):  # JSON turns tuples into lists
+                if isinstance(values.get(f.name), list):
+                    values[f.name] = tuple(values[f.name])
+            kwargs[name] = klass(**values)
+        return cls(profile=d.get("profile", "full"), **kwargs)
+
+    def replace(self, **changes) -> "Config":
+        """A copy with dotted fields changed: ``cfg.replace(**{"model.dec_layers": 4})``."""
+        d = self.to_dict()
+        for key, value in changes.items():
+            section, _, name = key.rpartition(".")
+            target = d[section] if section else d
+            if name not in target:
+                raise KeyError(f"no config field {key!r}")
+            target[name] = value
+        return Config.from_dict(d)
+
+    def key(self) -> str:
+        """A short hash of every setting, used to name (and reuse) run folders."""
+        blob = json.dumps(self.to_dict(), sort_keys=True, default=str).encode()
+        return hashlib.sha1(blob).hexdigest()[:10]
+
+    def describe(self) -> str:
+        m, t = self.model, self.train
+        data = self.data.root or f"toy VOC ({self.data.toy_train} train / {self.data.toy_val} val)"
+        return (
+            f"profile {self.profile}: {m.backbone} d{m.hidden_dim} {m.enc_layers}+{m.dec_layers} layers, "
+            f"{m.num_queries} queries, dn_groups {m.dn_groups}; data {data}; "
+            f"batch {t.batch_size}, lr {t.lr:g}, amp {t.amp}, "
+            + (f"{t.max_steps} steps" if t.max_steps else f"{t.epochs} epochs")
+        )
+
+
+def _full() -> Config:
+    return Config(
+        profile="full",
+        data=DataConfig(),
+        model=ModelConfig(num_classes=20),
+        train=TrainConfig(
+            epochs=50, lr_drop=40, batch_size=4, amp="off",
+            init_checkpoint="https://dl.fbaipublicfiles.com/detr/detr-r50-e632da11.pth",
+        ),
+    )
+
+
+def _quick() -> Config:
+    return Config(
+        profile="quick",
+        data=DataConfig(
+            root="", train_sets=("VOCtoy:train",), val_sets=("VOCtoy:val",),
+            toy_train=2000, toy_val=200, train_scales=(128,), max_size=128, val_size=128,
+            random_crop=False, num_workers=0,
+        ),
+        model=ModelConfig(
+            backbone="resnet18", backbone_stages=3, frozen_bn=False, frozen_stages=0,
+            hidden_dim=128, nheads=8, enc_layers=2, dec_layers=2, dim_feedforward=512,
+            dropout=0.0, num_queries=20, num_classes=10,
+        ),
+        train=TrainConfig(
+            epochs=10, batch_size=16, lr=2e-4, lr_backbone=2e-4, lr_drop=8, eval_every=1,
+        ),
+    )
+
+
+def _smoke() -> Config:
+    cfg = _quick()
+    return cfg.replace(**{
+        "profile": "smoke",
+        "data.toy_train": 24, "data.toy_val": 8, "data.train_scales": (64,),
+        "data.max_size": 64, "data.val_size": 64,
+        "model.hidden_dim": 32, "model.dim_feedforward": 64, "model.enc_layers": 1,
+        "model.dec_layers": 2, "model.nheads": 4, "model.num_queries": 8,
+        "train.epochs": 1, "train.max_steps": 3, "train.batch_size": 4,
+    })
+
+
+_BUILDERS = {"smoke": _smoke, "quick": _quick, "full": _full}
+
+
+def has_cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def resolve_profile(name: str | None = None) -> str:
+    """``DETRLIB_PROFILE`` if set, else ``name``, else ``full`` on a CUDA GPU and ``quick`` otherwise."""
+    chosen = os.environ.get("DETRLIB_PROFILE") or name or ("full" if has_cuda() else "quick")
+    if chosen not in PROFILES:
+        raise ValueError(f"unknown profile {chosen!r}: choose one of {', '.join(PROFILES)} "
+                         "(check the DETRLIB_PROFILE environment variable)")
+    return chosen
+
+
+def get_profile(name: str | None = None) -> Config:
+    """The settings of a profile (see :func:`resolve_profile` for how it is chosen)."""
+    return _BUILDERS[resolve_profile(name)]()
+
+
+def workdir() -> Path:
+    """Where data and downloads live: ``DETRLIB_HOME``, else ``~/.cache/detrlib`` (local disk,
+    also on Colab, where unpacking VOC onto Drive would be slow)."""
+    path = Path(os.environ.get("DETRLIB_HOME") or Path.home() / ".cache" / "detrlib")
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def runs_dir() -> Path:
+    """Where training runs (checkpoints, metrics) live: ``DETRLIB_RUNS``, else Google Drive when it
+    is mounted on Colab (so a run survives a disconnect), else ``workdir()/runs``."""
+    if os.environ.get("DETRLIB_RUNS"):
+        path = Path(os.environ["DETRLIB_RUNS"])
+    elif Path("/content/drive/MyDrive").is_dir():
+        path = Path("/content/drive/MyDrive/detrlib/runs")
+    else:
+        path = workdir() / "runs"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def pick_device(name: str = "auto"):
+    """``"auto"`` means CUDA when present, else the CPU."""
+    import torch
+
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    return torch.device(name)
+
+
+def environment_report(cfg: Config | None = None) -> str:
+    """Device, library versions and the chosen profile, for the top of every chapter."""
+    import platform
+
+    import torch
+    import torchvision
+
+    from detrlib import __version__
+
+    device = pick_device()
+    if device.type == "cuda":
+        props = torch.cuda.get_device_properties(device)
+        where = f"cuda: {props.name}, {props.total_memory / 2**30:.0f} GiB, bf16 {torch.cuda.is_bf16_supported()}"
+    else:
+        where = f"cpu: {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
+    lines = [
+        f"device       {where}",
+        f"python       {platform.python_version()}",
+        f"torch        {torch.__version__}",
+        f"torchvision  {torchvision.__version__}",
+        f"detrlib      {__version__}",
+    ]
+    if cfg is not None:
+        lines.append(f"profile      {cfg.describe()}")
+    return "\n".join(lines)

@@ -1,0 +1,95 @@
+"""The book builds with warnings as errors, and its pages work in a real browser."""
+import functools
+import http.server
+import os
+import shutil
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+
+from book_layout import ROOT, repository, toc_files
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="session")
+def built_book() -> Path:
+    """Builds the whole book in the smoke profile (executing every chapter) into _build/smoke."""
+    out = ROOT / "_build" / "smoke"
+    env = {**os.environ, "DETRLIB_PROFILE": "smoke", "DETRLIB_STATIC_WIDGETS": "1"}
+    env.pop("MPLBACKEND", None)
+    jb = Path(sys.executable).with_name("jupyter-book")
+    result = subprocess.run([str(jb), "build", str(ROOT), "-W", "-n", "--keep-going", "--path-output", str(out)],
+                            env=env, capture_output=True, text=True)
+    assert result.returncode == 0, f"the book build failed or warned:\n{result.stdout[-6000:]}\n{result.stderr[-3000:]}"
+    return out / "_build" / "html"
+
+
+def test_book_builds_with_warnings_as_errors(built_book):
+    for entry in toc_files():
+        assert (built_book / f"{entry}.html").exists(), f"{entry}.html missing from the built book"
+
+
+@pytest.fixture(scope="module")
+def site(built_book):
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(built_book))
+    handler.log_message = lambda *args: None
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+
+
+@pytest.fixture(scope="module")
+def browser(site):
+    chromium, driver_path = shutil.which("chromium"), shutil.which("chromedriver")
+    if not chromium or not driver_path:
+        pytest.skip("headless Chromium is not installed (Debian packages chromium and chromium-driver; "
+                    "`make test` installs them where apt-get and root are available)")
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = chromium
+    for flag in ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                 "--no-first-run", "--window-size=1280,1000"]:
+        options.add_argument(flag)
+    driver = webdriver.Chrome(service=Service(driver_path), options=options)
+    driver.set_page_load_timeout(60)
+    yield driver
+    driver.quit()
+
+
+CHAPTERS = [entry for entry in toc_files() if entry.startswith("notebooks/")]
+
+
+@pytest.mark.browser
+@pytest.mark.parametrize("entry", CHAPTERS)
+def test_chapter_page_renders_with_figures_and_colab_link(browser, site, entry):
+    import nbformat
+
+    browser.get(f"{site}/{entry}.html")
+    nb = nbformat.read(ROOT / f"{entry}.ipynb", as_version=4)
+    heading = nb.cells[0].source.splitlines()[0].removeprefix("# ").strip()
+    assert heading in browser.title, f"page title {browser.title!r} lacks the chapter title {heading!r}"
+    h1 = browser.execute_script("return Array.from(document.querySelectorAll('article h1'), h => h.textContent)")
+    assert any(heading in text for text in h1), f"no <h1> with {heading!r} in the article: {h1}"
+
+    images = browser.execute_script("""
+        return Array.from(document.images).map(img => ({src: img.currentSrc || img.src,
+            ok: img.complete && img.naturalWidth > 0}));""")
+    local = [img for img in images if img["src"].startswith(site)]
+    broken = [img["src"] for img in local if not img["ok"]]
+    assert not broken, f"broken images on {entry}: {broken}"
+    figures = [img for img in local if "/_images/" in img["src"]]
+    assert figures, f"{entry} shows no figure from its outputs"
+
+    url, branch = repository()
+    slug = url.removeprefix("https://github.com/")
+    expected = f"https://colab.research.google.com/github/{slug}/blob/{branch}/{entry}.ipynb"
+    links = {a.get_attribute("href") for a in browser.find_elements("css selector", "a[href*='colab.research.google.com/github']")}
+    assert expected in links, f"no Colab launch link to {expected} on {entry}: {links}"

@@ -1,0 +1,45 @@
+import pytest
+
+from detrlib.config import PROFILES, Config, get_profile, resolve_profile
+
+
+def test_env_variable_overrides_the_parameter(monkeypatch):
+    monkeypatch.setenv("DETRLIB_PROFILE", "smoke")
+    assert resolve_profile("full") == "smoke"
+    monkeypatch.delenv("DETRLIB_PROFILE")
+    assert resolve_profile("full") == "full"
+
+
+def test_auto_picks_quick_without_a_gpu(monkeypatch):
+    monkeypatch.delenv("DETRLIB_PROFILE", raising=False)
+    monkeypatch.setattr("detrlib.config.has_cuda", lambda: False)
+    assert resolve_profile(None) == "quick"
+    monkeypatch.setattr("detrlib.config.has_cuda", lambda: True)
+    assert resolve_profile(None) == "full"
+
+
+def test_unknown_profile_is_a_clear_error(monkeypatch):
+    monkeypatch.setenv("DETRLIB_PROFILE", "fast")
+    with pytest.raises(ValueError, match="unknown profile 'fast'.*DETRLIB_PROFILE"):
+        resolve_profile()
+
+
+@pytest.mark.parametrize("name", PROFILES)
+def test_profiles_round_trip_through_dicts(name, monkeypatch):
+    monkeypatch.delenv("DETRLIB_PROFILE", raising=False)
+    cfg = get_profile(name)
+    assert cfg.profile == name
+    again = Config.from_dict(cfg.to_dict())
+    assert again == cfg and again.key() == cfg.key()
+
+
+def test_replace_changes_the_key_and_rejects_unknown_fields(monkeypatch):
+    monkeypatch.delenv("DETRLIB_PROFILE", raising=False)
+    cfg = get_profile("quick")
+    smaller = cfg.replace(**{"model.dec_layers": 1})
+    assert smaller.model.dec_layers == 1 and cfg.model.dec_layers == 2
+    assert smaller.key() != cfg.key()
+    with pytest.raises(KeyError, match="model.decoder_layers"):
+        cfg.replace(**{"model.decoder_layers": 1})
+    with pytest.raises(ValueError, match="unknown train config field"):
+        Config.from_dict({"train": {"learning_rate": 1}})
