@@ -8,16 +8,21 @@ pairing prediction i with object j is
 
 The official code builds one cost matrix between every prediction and every object of the whole
 batch, [B*Q, sum T], and throws away all but the B diagonal blocks: work grows as B². Here each image
-gets its own [Q, T_b] matrix, so the work grows linearly in B; the assignment is the same.
+gets its own [Q, T_b] matrix and nothing else. To compute them with a handful of tensor operations
+rather than a Python loop, every image's objects are padded to the largest count in the batch, T_max:
+the terms are [B, Q, T_max] (never more than the official [B*Q, sum T]), and image b keeps its first
+T_b columns. The work grows linearly in B; the assignment is the same.
 """
 from __future__ import annotations
 
 import torch
 from scipy.optimize import linear_sum_assignment
 from torch import Tensor, nn
+from torch.nn.utils.rnn import pad_sequence
 from torchvision.ops import box_convert, generalized_box_iou
 
-COST_TERMS = ("class", "bbox", "giou")
+# torchvision's GIoU pairs [N, 4] with [M, 4]; vmap runs it over a leading batch dimension
+_batched_giou = torch.vmap(generalized_box_iou)
 
 
 def check_targets(targets: list[dict], batch_size: int, num_classes: int) -> None:
@@ -44,19 +49,27 @@ def check_targets(targets: list[dict], batch_size: int, num_classes: int) -> Non
 
 
 def pair_costs(logits: Tensor, boxes: Tensor, labels: Tensor, tgt_boxes: Tensor) -> dict[str, Tensor]:
-    """The three unweighted cost terms between Q predictions and T objects of one image, each [Q, T].
+    """The three unweighted cost terms between the Q predictions and T objects of each image.
 
-    ``logits`` [Q, C+1] and ``boxes`` [Q, 4] (cx, cy, w, h) are one image's outputs; ``labels`` [T]
-    and ``tgt_boxes`` [T, 4] its ground truth. Computed in fp32 whatever the input precision.
+    ``logits`` [B, Q, C+1] and ``boxes`` [B, Q, 4] (cx, cy, w, h) are the outputs; ``labels`` [B, T]
+    and ``tgt_boxes`` [B, T, 4] the ground truth. Returns {"class", "bbox", "giou"}, each [B, Q, T],
+    computed in fp32 whatever the input precision.
     """
     prob = logits.float().softmax(-1)
     boxes, tgt_boxes = boxes.float(), tgt_boxes.float()
     return {
-        "class": -prob[:, labels],  # -p rather than 1 - p: a constant does not change the assignment
+        # -p rather than 1 - p: a constant does not change the assignment
+        "class": -prob.gather(-1, labels[:, None, :].expand(-1, prob.shape[1], -1)),
         "bbox": torch.cdist(boxes, tgt_boxes, p=1),
-        "giou": -generalized_box_iou(box_convert(boxes, "cxcywh", "xyxy"),
-                                     box_convert(tgt_boxes, "cxcywh", "xyxy")),
+        "giou": -_batched_giou(box_convert(boxes, "cxcywh", "xyxy"), box_convert(tgt_boxes, "cxcywh", "xyxy")),
     }
+
+
+def pad_targets(targets: list[dict]) -> tuple[Tensor, Tensor, list[int]]:
+    """Labels [B, T_max] and boxes [B, T_max, 4], padded with a valid dummy box, and each image's T_b."""
+    labels = pad_sequence([t["labels"] for t in targets], batch_first=True)
+    boxes = pad_sequence([t["boxes"] for t in targets], batch_first=True, padding_value=0.5)
+    return labels, boxes, [len(t["labels"]) for t in targets]
 
 
 class HungarianMatcher(nn.Module):
@@ -74,30 +87,39 @@ class HungarianMatcher(nn.Module):
             raise ValueError("all matching costs are 0: set at least one of cost_class, cost_bbox, cost_giou")
         self.cost_class, self.cost_bbox, self.cost_giou = cost_class, cost_bbox, cost_giou
 
-    @torch.no_grad()
-    def cost_terms(self, outputs: dict, targets: list[dict]) -> list[dict[str, Tensor]]:
-        """Per image, the unweighted terms of :func:`pair_costs` ({"class", "bbox", "giou"}: [Q, T_b])."""
-        logits, boxes = outputs["pred_logits"], outputs["pred_boxes"]
-        check_targets(targets, logits.shape[0], logits.shape[-1] - 1)
-        return [pair_costs(logits[b], boxes[b], t["labels"], t["boxes"]) for b, t in enumerate(targets)]
+    def weigh(self, terms: dict[str, Tensor]) -> Tensor:
+        """The weighted sum of the cost terms: the cost the assignment minimises."""
+        return self.cost_class * terms["class"] + self.cost_bbox * terms["bbox"] + self.cost_giou * terms["giou"]
 
     @torch.no_grad()
+    def padded_cost_terms(self, outputs: dict, targets: list[dict]) -> tuple[dict[str, Tensor], list[int]]:
+        """:func:`pair_costs` for the whole batch, [B, Q, T_max], and each image's object count T_b."""
+        logits, boxes = outputs["pred_logits"], outputs["pred_boxes"]
+        check_targets(targets, logits.shape[0], logits.shape[-1] - 1)
+        labels, tgt_boxes, sizes = pad_targets(targets)
+        return pair_costs(logits, boxes, labels.to(logits.device), tgt_boxes.to(boxes.device)), sizes
+
+    def cost_terms(self, outputs: dict, targets: list[dict]) -> list[dict[str, Tensor]]:
+        """Per image, the unweighted terms {"class", "bbox", "giou"}, each [Q, T_b]."""
+        terms, sizes = self.padded_cost_terms(outputs, targets)
+        return [{k: v[b, :, :n] for k, v in terms.items()} for b, n in enumerate(sizes)]
+
     def cost_matrices(self, outputs: dict, targets: list[dict]) -> list[Tensor]:
-        """Per image, the weighted cost matrix [Q, T_b] that the assignment minimises."""
-        weights = {"class": self.cost_class, "bbox": self.cost_bbox, "giou": self.cost_giou}
-        return [sum(weights[k] * terms[k] for k in COST_TERMS) for terms in self.cost_terms(outputs, targets)]
+        """Per image, the weighted cost matrix [Q, T_b]."""
+        terms, sizes = self.padded_cost_terms(outputs, targets)
+        cost = self.weigh(terms)
+        return [cost[b, :, :n] for b, n in enumerate(sizes)]
 
     @torch.no_grad()
     def forward(self, outputs: dict, targets: list[dict]) -> list[tuple[Tensor, Tensor]]:
-        costs = self.cost_matrices(outputs, targets)
-        # One device-to-host copy for the whole batch (on a GPU, one sync rather than one per image).
-        flat = torch.cat([c.flatten() for c in costs]).cpu()
-        if not torch.isfinite(flat).all():
+        terms, sizes = self.padded_cost_terms(outputs, targets)
+        cost = self.weigh(terms).cpu()  # one device-to-host copy for the whole batch
+        if not torch.isfinite(cost).all():
             raise ValueError("the matching cost has NaN or inf entries: check that pred_boxes and target "
                              "boxes are finite, normalized cx, cy, w, h with w, h > 0")
         indices = []
-        for c, chunk in zip(costs, flat.split([c.numel() for c in costs])):
-            rows, cols = linear_sum_assignment(chunk.view(c.shape).numpy())  # rows come out sorted
+        for b, n in enumerate(sizes):
+            rows, cols = linear_sum_assignment(cost[b, :, :n].numpy())  # rows come out sorted
             indices.append((torch.as_tensor(rows, dtype=torch.int64), torch.as_tensor(cols, dtype=torch.int64)))
         return indices
 

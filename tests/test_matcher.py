@@ -126,8 +126,12 @@ def test_no_gradient_and_fp32_costs_from_half_precision_outputs():
 def test_cost_terms_are_what_the_weights_multiply():
     outputs, targets = one_image(6, 3)
     matcher = HungarianMatcher(cost_class=0.5, cost_bbox=0, cost_giou=3)
-    terms = pair_costs(outputs["pred_logits"][0], outputs["pred_boxes"][0], targets[0]["labels"], targets[0]["boxes"])
-    assert torch.allclose(matcher.cost_matrices(outputs, targets)[0], 0.5 * terms["class"] + 3 * terms["giou"])
+    terms = pair_costs(outputs["pred_logits"], outputs["pred_boxes"], targets[0]["labels"][None],
+                       targets[0]["boxes"][None])
+    assert terms["class"].shape == (1, 6, 3)
+    assert torch.allclose(matcher.cost_matrices(outputs, targets)[0], 0.5 * terms["class"][0] + 3 * terms["giou"][0])
+    per_image = matcher.cost_terms(outputs, targets)[0]
+    assert all(torch.equal(per_image[k], terms[k][0]) for k in terms)
     assert (terms["class"] <= 0).all() and (terms["giou"] >= -1).all() and (terms["giou"] <= 1).all()
 
 
@@ -156,3 +160,33 @@ def test_bad_targets_raise_clear_errors():
         matcher(outputs, [{"boxes": nan_boxes, "labels": targets[0]["labels"]}])
     with pytest.raises(ValueError, match="all matching costs are 0"):
         HungarianMatcher(0, 0, 0)
+
+
+def test_each_image_is_matched_as_if_it_were_alone():
+    g = torch.Generator().manual_seed(1)
+    outputs, targets = random_problem(5, 12, 9, g, "cpu")  # padded to the largest object count
+    together = HungarianMatcher()(outputs, targets)
+    for b, (rows, cols) in enumerate(together):
+        alone = {k: v[b:b + 1] for k, v in outputs.items()}
+        rows_a, cols_a = HungarianMatcher()(alone, targets[b:b + 1])[0]
+        assert torch.equal(rows, rows_a) and torch.equal(cols, cols_a)
+
+
+def test_a_batch_without_any_object():
+    outputs, _ = one_image(5, 1)
+    empty = [{"boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.int64)}]
+    (rows, cols), = HungarianMatcher()(outputs, empty)
+    assert rows.numel() == cols.numel() == 0 and rows.dtype == torch.int64
+
+
+@pytest.mark.slow
+def test_benchmark_runs_and_finds_identical_assignments(capsys):
+    from detrlib.cli import main
+
+    threads = torch.get_num_threads()
+    assert main(["bench", "matcher", "--repeats", "1", "--problems", "1", "--threads", "1"]) == 0
+    table = capsys.readouterr().out
+    assert "per-image ms" in table and "all-pairs ms" in table
+    rows = [line.split() for line in table.splitlines() if line[:2].strip().isdigit()]
+    assert [int(r[0]) for r in rows] == [8, 32, 64, 8] and all("1/1" in r for r in rows)
+    assert torch.get_num_threads() == threads  # --threads does not leak into the caller
