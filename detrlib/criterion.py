@@ -1,0 +1,141 @@
+"""The set criterion: DETR's loss, computed once predictions are matched to the ground truth.
+
+For each decoder layer's outputs: match (:class:`~detrlib.matcher.HungarianMatcher`), then
+
+- ``loss_ce``: cross-entropy over all Q predictions; matched ones learn their object's class, the
+  others learn "no object" (class index C), down-weighted by ``eos_coef`` because they are many;
+- ``loss_bbox``, ``loss_giou``: L1 and 1 - GIoU between matched boxes, summed and divided by the
+  number of objects in the batch;
+- ``class_error``, ``cardinality_error``: logged metrics with no gradient.
+
+Losses of the earlier decoder layers (``outputs["aux_outputs"]``) get their own matching and the
+suffix ``_{i}``: ``loss_ce_0``, ``loss_bbox_0``, ...
+"""
+from __future__ import annotations
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torchvision.ops import box_convert, generalized_box_iou_loss
+
+from detrlib.config import Config
+from detrlib.matcher import HungarianMatcher
+
+
+def matched_prediction_index(indices: list[tuple[Tensor, Tensor]]) -> tuple[Tensor, Tensor]:
+    """(image index, prediction index) of every matched prediction, to index [B, Q, ...] outputs."""
+    batch = torch.cat([torch.full_like(src, b) for b, (src, _) in enumerate(indices)])
+    return batch, torch.cat([src for src, _ in indices])
+
+
+def count_boxes(targets: list[dict], device: torch.device) -> float:
+    """The number of objects the box losses are divided by (at least 1).
+
+    Under DistributedDataParallel the count is summed over processes and divided by the world size:
+    DDP averages gradients over processes, so every box in the global batch then weighs the same.
+    """
+    n = torch.tensor([float(sum(len(t["labels"]) for t in targets))], device=device)
+    if dist.is_available() and dist.is_initialized():
+        dist.all_reduce(n)
+        n = n / dist.get_world_size()
+    return n.clamp(min=1).item()
+
+
+class SetCriterion(nn.Module):
+    """DETR's loss. Arguments as in the official code.
+
+    ``losses`` names the terms to compute: ``"labels"``, ``"boxes"``, ``"cardinality"``; the name
+    ``x`` calls the method ``loss_x(outputs, targets, indices, num_boxes)``, so a subclass adds a term
+    (or swaps the classification loss) by defining a method. ``weight_dict`` maps loss names to their
+    weight in :meth:`total`; names it lacks (the metrics) are logged only.
+    """
+
+    def __init__(self, num_classes: int, matcher: HungarianMatcher, weight_dict: dict[str, float],
+                 eos_coef: float, losses: list[str]):
+        super().__init__()
+        unknown = [name for name in losses if not callable(getattr(self, f"loss_{name}", None))]
+        if unknown:
+            raise ValueError(f"unknown loss(es) {unknown}: choose among 'labels', 'boxes', 'cardinality'")
+        self.num_classes = num_classes
+        self.matcher = matcher
+        self.weight_dict = dict(weight_dict)
+        self.eos_coef = eos_coef
+        self.losses = list(losses)
+        empty_weight = torch.ones(num_classes + 1)
+        empty_weight[-1] = eos_coef
+        self.register_buffer("empty_weight", empty_weight)
+
+    def loss_labels(self, outputs, targets, indices, num_boxes, log=True) -> dict[str, Tensor]:
+        """Weighted cross-entropy over every prediction; ``class_error`` (%) over matched ones."""
+        logits = outputs["pred_logits"].float()
+        idx = matched_prediction_index(indices)
+        matched_classes = torch.cat([t["labels"][j] for t, (_, j) in zip(targets, indices)])
+        target_classes = torch.full(logits.shape[:2], self.num_classes, dtype=torch.int64, device=logits.device)
+        target_classes[idx] = matched_classes
+        loss_ce = F.cross_entropy(logits.transpose(1, 2), target_classes, self.empty_weight.to(logits.device))
+        losses = {"loss_ce": loss_ce}
+        if log:
+            losses["class_error"] = class_error(logits[idx].detach(), matched_classes)
+        return losses
+
+    @torch.no_grad()
+    def loss_cardinality(self, outputs, targets, indices, num_boxes) -> dict[str, Tensor]:
+        """Mean |predicted objects - true objects| per image, where a prediction counts when its
+        most likely class is not no-object. A metric, not a loss: no gradient."""
+        logits = outputs["pred_logits"]
+        predicted = (logits.argmax(-1) != logits.shape[-1] - 1).sum(1).float()
+        true = torch.tensor([float(len(t["labels"])) for t in targets], device=logits.device)
+        return {"cardinality_error": F.l1_loss(predicted, true)}
+
+    def loss_boxes(self, outputs, targets, indices, num_boxes) -> dict[str, Tensor]:
+        """L1 and 1 - GIoU between matched predicted and target boxes, per object in the batch."""
+        idx = matched_prediction_index(indices)
+        src = outputs["pred_boxes"][idx].float()
+        tgt = torch.cat([t["boxes"][j] for t, (_, j) in zip(targets, indices)]).float()
+        loss_giou = generalized_box_iou_loss(box_convert(src, "cxcywh", "xyxy"),
+                                             box_convert(tgt, "cxcywh", "xyxy"), reduction="sum")
+        return {"loss_bbox": F.l1_loss(src, tgt, reduction="sum") / num_boxes,
+                "loss_giou": loss_giou / num_boxes}
+
+    def get_loss(self, loss: str, outputs: dict, targets: list[dict], indices, num_boxes: float, **kwargs):
+        """One term for given ``indices``: from the matcher, or known in advance (denoising)."""
+        return getattr(self, f"loss_{loss}")(outputs, targets, indices, num_boxes, **kwargs)
+
+    def forward(self, outputs: dict, targets: list[dict]) -> dict[str, Tensor]:
+        num_boxes = count_boxes(targets, outputs["pred_logits"].device)
+        indices = self.matcher(outputs, targets)
+        losses = {}
+        for loss in self.losses:
+            losses.update(self.get_loss(loss, outputs, targets, indices, num_boxes))
+        for i, aux in enumerate(outputs.get("aux_outputs", [])):
+            indices = self.matcher(aux, targets)  # each layer gets its own matching
+            for loss in self.losses:
+                kwargs = {"log": False} if loss == "labels" else {}
+                terms = self.get_loss(loss, aux, targets, indices, num_boxes, **kwargs)
+                losses.update({f"{k}_{i}": v for k, v in terms.items()})
+        return losses
+
+    def total(self, losses: dict[str, Tensor]) -> Tensor:
+        """The weighted sum that training minimises."""
+        return sum(losses[k] * w for k, w in self.weight_dict.items() if k in losses)
+
+
+@torch.no_grad()
+def class_error(logits: Tensor, labels: Tensor) -> Tensor:
+    """100 - top-1 accuracy (%) of matched predictions; 0 when nothing is matched."""
+    if labels.numel() == 0:
+        return torch.zeros((), device=logits.device)
+    return 100 - (logits.argmax(-1) == labels).float().mean() * 100
+
+
+def build_criterion(cfg: Config) -> SetCriterion:
+    """Matcher, loss weights (one set per decoder layer with ``aux_loss``) and criterion from a Config."""
+    t, m = cfg.train, cfg.model
+    matcher = HungarianMatcher(cost_class=t.set_cost_class, cost_bbox=t.set_cost_bbox, cost_giou=t.set_cost_giou)
+    weights = {"loss_ce": 1.0, "loss_bbox": t.bbox_loss_coef, "loss_giou": t.giou_loss_coef}
+    weight_dict = dict(weights)
+    if m.aux_loss:
+        weight_dict.update({f"{k}_{i}": w for i in range(m.dec_layers - 1) for k, w in weights.items()})
+    return SetCriterion(m.num_classes, matcher, weight_dict, eos_coef=t.eos_coef,
+                        losses=["labels", "boxes", "cardinality"])

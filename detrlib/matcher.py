@@ -1,0 +1,127 @@
+"""Hungarian matching: which prediction answers for which ground-truth object.
+
+DETR predicts a set of Q boxes; an image has T objects (T <= Q in the usual case). Training needs a
+one-to-one pairing, the one of least total cost (Carion et al. 2020, eq. 1), where the cost of
+pairing prediction i with object j is
+
+    cost_class * (-p_i[class_j]) + cost_bbox * |b_i - b_j|_1 + cost_giou * (-GIoU(b_i, b_j)).
+
+The official code builds one cost matrix between every prediction and every object of the whole
+batch, [B*Q, sum T], and throws away all but the B diagonal blocks: work grows as B². Here each image
+gets its own [Q, T_b] matrix and nothing else. To compute them with a handful of tensor operations
+rather than a Python loop, every image's objects are padded to the largest count in the batch, T_max:
+the terms are [B, Q, T_max] (never more than the official [B*Q, sum T]), and image b keeps its first
+T_b columns. The work grows linearly in B; the assignment is the same.
+"""
+from __future__ import annotations
+
+import torch
+from scipy.optimize import linear_sum_assignment
+from torch import Tensor, nn
+from torch.nn.utils.rnn import pad_sequence
+from torchvision.ops import box_convert, generalized_box_iou
+
+# torchvision's GIoU pairs [N, 4] with [M, 4]; vmap runs it over a leading batch dimension
+_batched_giou = torch.vmap(generalized_box_iou)
+
+
+def check_targets(targets: list[dict], batch_size: int, num_classes: int) -> None:
+    """Raise a clear error when ``targets`` do not fit the model outputs (see CONTRIBUTING.md)."""
+    if len(targets) != batch_size:
+        raise ValueError(f"got {len(targets)} targets for a batch of {batch_size} images: "
+                         "pass one target dict per image")
+    for b, t in enumerate(targets):
+        for key in ("boxes", "labels"):
+            if key not in t:
+                raise KeyError(f"targets[{b}] has no {key!r}: each target needs 'boxes' [N, 4] "
+                               "(normalized cx, cy, w, h) and 'labels' [N] (int64)")
+        boxes, labels = t["boxes"], t["labels"]
+        if boxes.ndim != 2 or boxes.shape[-1] != 4 or labels.shape != boxes.shape[:1]:
+            raise ValueError(f"targets[{b}]: 'boxes' must be [N, 4] and 'labels' [N], "
+                             f"got {tuple(boxes.shape)} and {tuple(labels.shape)}")
+        if labels.dtype != torch.int64:
+            raise TypeError(f"targets[{b}]['labels'] is {labels.dtype}: labels must be int64 class indices")
+    labels = torch.cat([t["labels"] for t in targets])
+    if labels.numel() and (labels.min() < 0 or labels.max() >= num_classes):
+        raise ValueError(f"a target label lies outside [0, {num_classes - 1}]: the model predicts "
+                         f"{num_classes} classes plus no-object (index {num_classes}); "
+                         "check num_classes against the dataset's class list")
+
+
+def pair_costs(logits: Tensor, boxes: Tensor, labels: Tensor, tgt_boxes: Tensor) -> dict[str, Tensor]:
+    """The three unweighted cost terms between the Q predictions and T objects of each image.
+
+    ``logits`` [B, Q, C+1] and ``boxes`` [B, Q, 4] (cx, cy, w, h) are the outputs; ``labels`` [B, T]
+    and ``tgt_boxes`` [B, T, 4] the ground truth. Returns {"class", "bbox", "giou"}, each [B, Q, T],
+    computed in fp32 whatever the input precision.
+    """
+    prob = logits.float().softmax(-1)
+    boxes, tgt_boxes = boxes.float(), tgt_boxes.float()
+    return {
+        # -p rather than 1 - p: a constant does not change the assignment
+        "class": -prob.gather(-1, labels[:, None, :].expand(-1, prob.shape[1], -1)),
+        "bbox": torch.cdist(boxes, tgt_boxes, p=1),
+        "giou": -_batched_giou(box_convert(boxes, "cxcywh", "xyxy"), box_convert(tgt_boxes, "cxcywh", "xyxy")),
+    }
+
+
+def pad_targets(targets: list[dict]) -> tuple[Tensor, Tensor, list[int]]:
+    """Labels [B, T_max] and boxes [B, T_max, 4], padded with a valid dummy box, and each image's T_b."""
+    labels = pad_sequence([t["labels"] for t in targets], batch_first=True)
+    boxes = pad_sequence([t["boxes"] for t in targets], batch_first=True, padding_value=0.5)
+    return labels, boxes, [len(t["labels"]) for t in targets]
+
+
+class HungarianMatcher(nn.Module):
+    """The one-to-one assignment of least total cost between predictions and ground truth.
+
+    ``matcher(outputs, targets)`` returns, for each image, ``(pred_idx, tgt_idx)``: two int64 CPU
+    tensors of equal length min(Q, T), sorted by prediction index. Prediction ``pred_idx[k]`` is
+    matched to object ``tgt_idx[k]``; unmatched predictions are to say "no object". When an image
+    has more objects than queries, Q of them are matched and the rest are left out.
+    """
+
+    def __init__(self, cost_class: float = 1, cost_bbox: float = 5, cost_giou: float = 2):
+        super().__init__()
+        if cost_class == 0 and cost_bbox == 0 and cost_giou == 0:
+            raise ValueError("all matching costs are 0: set at least one of cost_class, cost_bbox, cost_giou")
+        self.cost_class, self.cost_bbox, self.cost_giou = cost_class, cost_bbox, cost_giou
+
+    def weigh(self, terms: dict[str, Tensor]) -> Tensor:
+        """The weighted sum of the cost terms: the cost the assignment minimises."""
+        return self.cost_class * terms["class"] + self.cost_bbox * terms["bbox"] + self.cost_giou * terms["giou"]
+
+    @torch.no_grad()
+    def padded_cost_terms(self, outputs: dict, targets: list[dict]) -> tuple[dict[str, Tensor], list[int]]:
+        """:func:`pair_costs` for the whole batch, [B, Q, T_max], and each image's object count T_b."""
+        logits, boxes = outputs["pred_logits"], outputs["pred_boxes"]
+        check_targets(targets, logits.shape[0], logits.shape[-1] - 1)
+        labels, tgt_boxes, sizes = pad_targets(targets)
+        return pair_costs(logits, boxes, labels.to(logits.device), tgt_boxes.to(boxes.device)), sizes
+
+    def cost_terms(self, outputs: dict, targets: list[dict]) -> list[dict[str, Tensor]]:
+        """Per image, the unweighted terms {"class", "bbox", "giou"}, each [Q, T_b]."""
+        terms, sizes = self.padded_cost_terms(outputs, targets)
+        return [{k: v[b, :, :n] for k, v in terms.items()} for b, n in enumerate(sizes)]
+
+    def cost_matrices(self, outputs: dict, targets: list[dict]) -> list[Tensor]:
+        """Per image, the weighted cost matrix [Q, T_b]."""
+        terms, sizes = self.padded_cost_terms(outputs, targets)
+        cost = self.weigh(terms)
+        return [cost[b, :, :n] for b, n in enumerate(sizes)]
+
+    @torch.no_grad()
+    def forward(self, outputs: dict, targets: list[dict]) -> list[tuple[Tensor, Tensor]]:
+        terms, sizes = self.padded_cost_terms(outputs, targets)
+        cost = self.weigh(terms).cpu()  # one device-to-host copy for the whole batch
+        if not torch.isfinite(cost).all():
+            raise ValueError("the matching cost has NaN or inf entries: check that pred_boxes and target "
+                             "boxes are finite, normalized cx, cy, w, h with w, h > 0")
+        indices = []
+        for b, n in enumerate(sizes):
+            rows, cols = linear_sum_assignment(cost[b, :, :n].numpy())  # rows come out sorted
+            indices.append((torch.as_tensor(rows, dtype=torch.int64), torch.as_tensor(cols, dtype=torch.int64)))
+        return indices
+
+    def extra_repr(self) -> str:
+        return f"cost_class={self.cost_class}, cost_bbox={self.cost_bbox}, cost_giou={self.cost_giou}"
