@@ -53,7 +53,7 @@ def show_item(ax, image, target, classes, title: str | None = None):
         ax.set_title(title, fontsize=8)
 
 
-def record_grid(dataset, indices, ncols: int = 4, size: float = 2.6):
+def record_grid(dataset, indices, ncols: int = 4, size: float = 2.6, title: str = ""):
     """Original images of a VOC dataset with all their boxes (difficult ones dashed)."""
     from detrlib.data.voc import load_image
 
@@ -65,6 +65,8 @@ def record_grid(dataset, indices, ncols: int = 4, size: float = 2.6):
         r = dataset.records[i]
         draw_boxes(ax, load_image(r.image_path), r.boxes, r.labels, dataset.classes, dashed=r.difficult)
         ax.set_title(r.name, fontsize=8)
+    if title:
+        fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     return fig
 

@@ -27,6 +27,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 YEAR = "VOCtoy"
+VERSION = 1  # part of the cache key of ensure_toy_voc: bump it when the pictures change
 SHAPES = ("circle", "square", "triangle", "star", "cross", "diamond")
 COLOURS = {"red": (215, 40, 40), "blue": (45, 85, 225), "green": (40, 165, 60), "yellow": (240, 205, 30)}
 # In frequency order, head first.
@@ -131,9 +132,10 @@ def _mask(size: tuple[int, int], polygon) -> np.ndarray:
     return np.asarray(canvas)
 
 
-def _draw_clutter(draw: ImageDraw.ImageDraw, rng, width: int, height: int, count: int, spec: ToySpec) -> None:
+def _draw_clutter(draw: ImageDraw.ImageDraw, rng, width: int, height: int, count: int, spec: ToySpec,
+                  decoys: bool = True) -> None:
     for _ in range(count):
-        kind = rng.integers(3)
+        kind = rng.integers(0 if decoys else 1, 3)
         colour = tuple(int(v) for v in DECOY_COLOURS[rng.integers(len(DECOY_COLOURS))])
         if kind == 0:  # a decoy: a class shape in a colour no class has
             side = rng.uniform(10, spec.large_range[1] * spec.image_size * 0.7)
@@ -156,7 +158,7 @@ def make_image(rng, labels: list[int], spec: ToySpec) -> tuple[Image.Image, list
     image = Image.fromarray(background(rng, height, width))
     draw = ImageDraw.Draw(image)
     n_clutter = rng.poisson(spec.clutter)
-    n_under = rng.binomial(n_clutter, 0.75)  # most clutter lies under the objects, some on top
+    n_under = rng.binomial(n_clutter, 0.75)  # most clutter lies under the objects; thin marks also on top
     _draw_clutter(draw, rng, width, height, n_under, spec)
 
     visible = []  # per placed object: mask of its pixels nobody covers yet
@@ -196,7 +198,7 @@ def make_image(rng, labels: list[int], spec: ToySpec) -> tuple[Image.Image, list
         cut = min(xs) < 0 or min(ys) < 0 or max(xs) > width or max(ys) > height
         placed.append({"label": label, "area": int(mask.sum()), "truncated": cut})
 
-    _draw_clutter(draw, rng, width, height, n_clutter - n_under, spec)
+    _draw_clutter(draw, rng, width, height, n_clutter - n_under, spec, decoys=False)
     objects = []
     for obj, mask in zip(placed, visible):
         rows, cols = np.flatnonzero(mask.any(1)), np.flatnonzero(mask.any(0))
@@ -264,7 +266,7 @@ def make_toy_voc(root, train: int, val: int, seed: int = 0, spec: ToySpec = ToyS
 
 
 def toy_settings(train: int, val: int, seed: int, spec: ToySpec) -> dict:
-    return {"train": train, "val": val, "seed": seed, **asdict(spec)}
+    return {"version": VERSION, "train": train, "val": val, "seed": seed, **asdict(spec)}
 
 
 def ensure_toy_voc(parent: Path, train: int, val: int, seed: int = 0, spec: ToySpec = ToySpec()) -> Path:
