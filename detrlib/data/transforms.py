@@ -58,13 +58,14 @@ def build_train_transforms(cfg: DataConfig) -> v2.Compose:
         resize = v2.RandomChoice([
             resize,
             v2.Compose([v2.RandomShortestSize(min_size=list(pre_scales)), RandomSizeCrop(crop_min, crop_max),
+                        # only a crop can leave a box empty: drop those, with their labels and flags
+                        v2.SanitizeBoundingBoxes(min_size=1, labels_getter=flags),
                         v2.RandomShortestSize(min_size=list(cfg.train_scales), max_size=cfg.max_size)]),
         ])
     return v2.Compose([
         v2.ToImage(),
         v2.RandomHorizontalFlip(),
         resize,
-        v2.SanitizeBoundingBoxes(min_size=1, labels_getter=flags),
         v2.ToDtype(torch.float32, scale=True),
         v2.Normalize(IMAGENET_MEAN, IMAGENET_STD),
     ])

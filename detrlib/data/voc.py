@@ -200,6 +200,9 @@ def load_image(path: Path, orientation: int | None = None) -> Image.Image:
         with Image.open(path) as im:
             if orientation != 1:
                 im = ImageOps.exif_transpose(im)
+            if im.mode == "RGB":
+                im.load()  # already RGB: no conversion, no copy
+                return im
             if im.mode in ("P", "PA"):  # palette transparency converts cleanly only through RGBA
                 im = im.convert("RGBA")
             return im.convert("RGB")
