@@ -18,7 +18,10 @@ Same seed and settings: byte-identical files. Layout: ``<root>/VOCdevkit/VOCtoy/
 """
 from __future__ import annotations
 
+import hashlib
+import json
 import math
+import os
 import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -164,7 +167,8 @@ def make_image(rng, labels: list[int], spec: ToySpec) -> tuple[Image.Image, list
     visible = []  # per placed object: mask of its pixels nobody covers yet
     placed = []
     for label in labels:
-        shape, colour = TOY_CLASSES[label].split("_")[1], COLOURS[TOY_CLASSES[label].split("_")[0]]
+        colour_name, shape = TOY_CLASSES[label].split("_")
+        colour = COLOURS[colour_name]
         small = rng.random() < spec.small_fraction
         side = rng.uniform(10, 31) if small else rng.uniform(*spec.large_range) * spec.image_size
         aspect = rng.uniform(0.8, 1.25)
@@ -273,10 +277,6 @@ def ensure_toy_voc(parent: Path, train: int, val: int, seed: int = 0, spec: ToyS
     """The toy VOC for these settings under ``parent/<key>``, generated on first use and reused
     after; returns the root that holds ``VOCdevkit``. Generated in a temporary folder and renamed,
     so an interrupted run never leaves half a tree behind."""
-    import hashlib
-    import json
-    import os
-
     settings = toy_settings(train, val, seed, spec)
     key = hashlib.sha1(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:10]
     root = Path(parent) / f"toy-{key}"
