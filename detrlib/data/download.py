@@ -106,6 +106,8 @@ def download(urls, dest: Path, md5: str, timeout: float = 60) -> Path:
 
 def extract(archive: Path, root: Path) -> None:
     """Unpack a tar archive into ``root`` (VOC's archives hold ``VOCdevkit/<year>/...``)."""
+    if not hasattr(tarfile, "data_filter"):
+        raise RuntimeError("extracting archives safely needs Python 3.10.12+, 3.11.4+ or 3.12+: upgrade Python")
     root.mkdir(parents=True, exist_ok=True)
     with tarfile.open(archive) as tar:
         members = tar.getmembers()
