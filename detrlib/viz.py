@@ -1,11 +1,101 @@
-"""Pictures the chapters reuse. Boxes are normalized cx, cy, w, h, drawn over an image shown with
-extent (0, 1, 1, 0), so the same coordinates work for any image size and for a blank canvas."""
+"""Pictures the chapters reuse, one section per chapter. Every function draws with matplotlib and
+returns its figure or axes."""
 from __future__ import annotations
 
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
 from matplotlib.patches import Rectangle
+from torchvision.ops import box_convert
+
+
+def class_colours(n: int) -> list:
+    cmap = plt.get_cmap("tab20" if n > 10 else "tab10")
+    return [cmap(i % cmap.N) for i in range(n)]
+
+
+def as_picture(image) -> np.ndarray:
+    """An ``[H, W, 3]`` array for ``imshow`` from a PIL image or a ``[3, H, W]`` tensor in [0, 1]."""
+    if isinstance(image, torch.Tensor):
+        return image.detach().cpu().permute(1, 2, 0).clamp(0, 1).numpy()
+    return np.asarray(image)
+
+
+def draw_boxes(ax, image, boxes, labels, classes, scores=None, dashed=None, linewidth: float = 1.5):
+    """Show ``image`` with ``boxes`` (``[N, 4]`` x1, y1, x2, y2 in pixels) named by ``classes[labels]``.
+
+    ``scores`` adds a confidence to each name; ``dashed`` (bool ``[N]``) draws some boxes dashed,
+    e.g. difficult ones.
+    """
+    ax.imshow(as_picture(image))
+    colours = class_colours(len(classes))
+    boxes = torch.as_tensor(boxes, dtype=torch.float32).reshape(-1, 4)
+    for i, (box, label) in enumerate(zip(boxes.tolist(), torch.as_tensor(labels).tolist())):
+        x1, y1, x2, y2 = box
+        style = "--" if dashed is not None and bool(dashed[i]) else "-"
+        ax.add_patch(Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, edgecolor=colours[label],
+                               linewidth=linewidth, linestyle=style))
+        text = classes[label] if scores is None else f"{classes[label]} {float(scores[i]):.2f}"
+        ax.text(x1, y1, text, fontsize=7, color="white", va="bottom",
+                bbox={"facecolor": colours[label], "alpha": 0.8, "pad": 1, "edgecolor": "none"})
+    ax.set_axis_off()
+
+
+def target_boxes(target) -> torch.Tensor:
+    """A DETR target's normalized cx, cy, w, h boxes as pixel corners of its (transformed) image."""
+    h, w = (int(v) for v in target["size"])
+    return box_convert(target["boxes"], "cxcywh", "xyxy") * torch.tensor([w, h, w, h])
+
+
+def show_item(ax, image, target, classes, title: str | None = None):
+    """A dataset item (image already in [0, 1], see ``denormalize``) with its target boxes."""
+    draw_boxes(ax, image, target_boxes(target), target["labels"], classes, dashed=target.get("difficult"))
+    if title:
+        ax.set_title(title, fontsize=8)
+
+
+def record_grid(dataset, indices, ncols: int = 4, size: float = 2.6, title: str = ""):
+    """Original images of a VOC dataset with all their boxes (difficult ones dashed)."""
+    from detrlib.data.voc import load_image
+
+    nrows = -(-len(indices) // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(ncols * size, nrows * size), squeeze=False)
+    for ax in axes.flat:
+        ax.set_axis_off()
+    for ax, i in zip(axes.flat, indices):
+        r = dataset.records[i]
+        draw_boxes(ax, load_image(r.image_path), r.boxes, r.labels, dataset.classes, dashed=r.difficult)
+        ax.set_title(r.name, fontsize=8)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def plot_class_histogram(ax, counts: dict, head=(), tail=(), title: str = "", **bar):
+    """Objects per class, most frequent first, head and tail classes coloured."""
+    names = sorted(counts, key=lambda c: -counts[c])
+    colours = ["tab:red" if n in head else "tab:blue" if n in tail else "tab:gray" for n in names]
+    ax.bar(range(len(names)), [counts[n] for n in names], color=colours, **bar)
+    ax.set_xticks(range(len(names)), names, rotation=70, ha="right", fontsize=8)
+    ax.set_ylabel("objects")
+    if head or tail:
+        ax.legend(handles=[Rectangle((0, 0), 1, 1, color=c) for c in ("tab:red", "tab:gray", "tab:blue")],
+                  labels=["head", "middle", "tail"], fontsize=8)
+    ax.set_title(title, fontsize=10)
+
+
+def plot_box_sizes(ax, areas, title: str = "box sizes"):
+    """Histogram of box sides (square root of the area, pixels), with COCO's small/medium/large lines."""
+    sides = np.sqrt(np.asarray(areas, dtype=float))
+    ax.hist(sides, bins=40, color="tab:green")
+    for limit, name in ((32, "small | medium"), (96, "medium | large")):
+        if sides.size and limit <= sides.max() * 1.2:
+            ax.axvline(limit, color="black", linestyle="--", linewidth=1)
+            ax.text(limit, ax.get_ylim()[1] * 0.95, f" {name}", fontsize=8, va="top")
+    ax.set_xlabel("sqrt(box area), pixels of the original image")
+    ax.set_ylabel("objects")
+    ax.set_title(title, fontsize=10)
 
 # ---------------------------------------------------------------------------------------------
 # Matching (chapter 3): cost matrices and assignments
@@ -98,4 +188,82 @@ def plot_layer_assignments(layers: list[tuple], tgt_boxes, image=None, tgt_names
         draw_assignment(ax, boxes, tgt_boxes, pairs, image=image, tgt_names=tgt_names,
                         title=titles[i] if titles else f"decoder layer {i + 1}")
     fig.tight_layout()
+
+# ---------------------------------------------------------------- model pictures (chapter 2):
+# predictions, position encodings, encoder and decoder attention
+
+def _picture(image) -> np.ndarray:
+    """A DETR input (ImageNet-normalized ``[3, H, W]``) as an ``[H, W, 3]`` picture in [0, 1]."""
+    from detrlib.data.transforms import denormalize
+
+    return as_picture(denormalize(image.detach().float().cpu()))
+
+
+def _axes(ax):
+    return ax if ax is not None else plt.subplots(figsize=(5, 5))[1]
+
+
+def plot_predictions(image, result: dict, class_names=None, ax=None, title: str = ""):
+    """Boxes of one image's :class:`~detrlib.model.PostProcess` result (absolute ``x1, y1, x2, y2``
+    in the pixels of ``image``) with class and score."""
+    ax = _axes(ax)
+    labels = result["labels"]
+    if class_names is None:
+        class_names = [str(i) for i in range(int(labels.max()) + 1 if len(labels) else 1)]
+    draw_boxes(ax, _picture(image), result["boxes"], labels, class_names, scores=result["scores"], linewidth=2)
+    ax.set_title(title)
+    return ax
+
+
+def plot_position_encoding(pos, channels=(0, 1, 20, 64, 65, 84), title: str = ""):
+    """Channels of one position encoding ``[d, h, w]``, one panel each (first half: rows for the
+    sine encoding, second half: columns)."""
+    pos = pos.detach().float().cpu()
+    channels = [c for c in channels if c < pos.shape[0]]
+    fig, axes = plt.subplots(1, len(channels), figsize=(2.2 * len(channels), 2.4), squeeze=False)
+    for ax, c in zip(axes[0], channels):
+        ax.imshow(pos[c].numpy(), cmap="RdBu", vmin=-1, vmax=1)
+        ax.set_title(f"channel {c}", fontsize=9)
+        ax.axis("off")
+    fig.suptitle(title, fontsize=10)
+    return fig
+
+
+def _heatmap(ax, image, weights, feature_shape):
+    """``weights [h*w]`` over the feature grid, stretched over the (padded) image shown in grey."""
+    grey = _picture(image).mean(-1)
+    h, w = feature_shape
+    ax.imshow(grey, cmap="gray", vmin=0, vmax=1)
+    ax.imshow(weights.detach().float().cpu().reshape(h, w).numpy(), cmap="inferno", alpha=0.7,
+              extent=(0, grey.shape[1], grey.shape[0], 0), interpolation="nearest")
+    ax.axis("off")
+
+
+def plot_encoder_attention(image, weights, feature_shape, pixels, stride: int):
+    """Where chosen pixels look: encoder self-attention ``weights [hw, hw]`` (heads averaged) of
+    the feature cell under each ``(y, x)`` image pixel; ``stride`` is the backbone's."""
+    h, w = feature_shape
+    fig, axes = plt.subplots(1, len(pixels) + 1, figsize=(3.2 * (len(pixels) + 1), 3.4))
+    axes[0].imshow(_picture(image))
+    axes[0].set_title("image and chosen pixels", fontsize=9)
+    axes[0].axis("off")
+    for i, ((y, x), ax) in enumerate(zip(pixels, axes[1:])):
+        cell = min(y // stride, h - 1) * w + min(x // stride, w - 1)
+        axes[0].scatter([x], [y], s=80, c=[plt.cm.tab10(i)], edgecolors="white")
+        _heatmap(ax, image, weights[cell], feature_shape)
+        ax.scatter([x], [y], s=80, c=[plt.cm.tab10(i)], edgecolors="white")
+        ax.set_title(f"pixel (y={y}, x={x}) attends to", fontsize=9)
+    return fig
+
+
+def plot_decoder_attention(image, weights, feature_shape, queries, boxes=None, labels=None):
+    """What each chosen object query reads: decoder cross-attention ``weights [Q, hw]`` (heads
+    averaged) over the image, with the query's predicted box (absolute ``x1, y1, x2, y2``) if given."""
+    fig, axes = plt.subplots(1, len(queries), figsize=(max(4.0, 3.2 * len(queries)), 3.6), squeeze=False)
+    for ax, q in zip(axes[0], queries):
+        _heatmap(ax, image, weights[q], feature_shape)
+        if boxes is not None:
+            x1, y1, x2, y2 = boxes[q].tolist()
+            ax.add_patch(plt.Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, color="cyan", lw=2))
+        ax.set_title(f"query {q}" + (f": {labels[q]}" if labels is not None else ""), fontsize=9)
     return fig
