@@ -186,6 +186,17 @@ def _all_finite(state_dict: dict) -> bool:
     return all(torch.isfinite(t).all() for t in state_dict.values() if t.is_floating_point())
 
 
+def _atomic_save(state: dict, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    with open(tmp, "wb") as f:
+        torch.save(state, f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    return path
+
+
 def save_checkpoint(state: dict, directory: str | Path, step: int, keep_last: int = 2) -> Path:
     """Atomically write ``state`` as ``ckpt-<step>.pt`` and delete all but the newest ``keep_last``.
 
@@ -194,27 +205,15 @@ def save_checkpoint(state: dict, directory: str | Path, step: int, keep_last: in
     """
     if not _all_finite(state["model"]):
         raise FloatingPointError(f"refusing to write checkpoint at step {step}: the model has NaN/inf weights")
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    path = directory / f"ckpt-{step:08d}.pt"
-    tmp = path.with_suffix(".tmp")
-    with open(tmp, "wb") as f:
-        torch.save(state, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    path = _atomic_save(state, Path(directory) / f"ckpt-{step:08d}.pt")
     for old in list_checkpoints(directory)[:-keep_last] if keep_last > 0 else []:
         old.unlink()
     return path
 
 
 def save_best(state: dict, directory: str | Path) -> Path:
-    """Atomically write the best checkpoint so far as ``best.pt`` (the model and its metrics only)."""
-    path = Path(directory) / "best.pt"
-    tmp = path.with_suffix(".tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
-    return path
+    """Atomically write the best checkpoint so far as ``best.pt`` (model, config and metrics)."""
+    return _atomic_save(state, Path(directory) / "best.pt")
 
 
 def list_checkpoints(directory: str | Path) -> list[Path]:

@@ -108,8 +108,11 @@ def weighted_loss(loss_dict: dict, weight_dict: dict) -> torch.Tensor:
 
 def train_one_epoch(model, criterion, loader, optimizer, scheduler, device, *, dtype=None, scaler=None,
                     clip_max_norm: float = 0.1, grad_accum_steps: int = 1, step: int = 0,
-                    max_steps: int = 0, on_step=None, progress: bool = True, desc: str = "train") -> tuple[dict, int]:
+                    max_steps: int = 0, on_step=None, progress: bool = True, desc: str = "train",
+                    pass_targets: bool = False) -> tuple[dict, int]:
     """One pass over ``loader``. Returns (mean of each logged loss term, optimizer steps so far).
+
+    ``pass_targets`` hands the targets to the model too, which denoising training needs.
 
     A batch with a non-finite loss is skipped and counted (``skipped``); after ``NAN_PATIENCE`` in a
     row the run stops with an error. ``on_step(step)`` runs after each optimizer step (checkpoints).
@@ -122,7 +125,7 @@ def train_one_epoch(model, criterion, loader, optimizer, scheduler, device, *, d
     for i, batch in enumerate(bar):
         images, mask, targets = to_device(*batch, device)
         with autocast(device, dtype):
-            outputs = model(images, mask, targets=targets)
+            outputs = model(images, mask, targets=targets) if pass_targets else model(images, mask)
         loss_dict = criterion(outputs, targets)
         loss = weighted_loss(loss_dict, criterion.weight_dict)
         if not torch.isfinite(loss):
@@ -153,7 +156,7 @@ def train_one_epoch(model, criterion, loader, optimizer, scheduler, device, *, d
         count += 1
         sums["loss"] += loss.item()
         for k, v in loss_dict.items():
-            sums[k] += float(v)
+            sums[k] += v.item()
         bar.set_postfix(loss=f"{loss.item():.3f}", lr=f"{optimizer.param_groups[0]['lr']:.1e}", refresh=False)
         if on_step:
             on_step(step, i + 1)
@@ -182,10 +185,10 @@ def predict(model, loader, postprocess, device, dtype=None, progress: bool = Fal
 def evaluate(model, dataset, loader, postprocess, device, dtype=None, train_counts=None,
              progress: bool = False) -> dict:
     """AP@0.5 and the other COCO metrics of ``model`` on ``dataset`` (see :mod:`detrlib.evaluate`)."""
-    from detrlib.evaluate import evaluate_detections
+    from detrlib.evaluate import evaluate_detections, ground_truth
 
     predictions = predict(model, loader, postprocess, device, dtype, progress)
-    return evaluate_detections(dataset.coco_annotations(), predictions, list(dataset.classes), train_counts)
+    return evaluate_detections(ground_truth(dataset), predictions, list(dataset.classes), train_counts)
 
 
 # --- a whole run --------------------------------------------------------------------------------------
@@ -200,53 +203,23 @@ def read_metrics(out: str | Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
 
 
+def to_json(obj) -> str:
+    """Strict JSON (what ``jq`` and other languages read): NaN, e.g. the AP of a class with no
+    objects, becomes null."""
+    def clean(v):
+        if isinstance(v, dict):
+            return {k: clean(x) for k, x in v.items()}
+        if isinstance(v, (list, tuple)):
+            return [clean(x) for x in v]
+        return None if isinstance(v, float) and not math.isfinite(v) else v
+
+    return json.dumps(clean(obj), allow_nan=False)
+
+
 def _write_metrics(out: Path, history: list[dict]) -> None:
     tmp = out / "metrics.jsonl.tmp"
-    tmp.write_text("".join(json.dumps(h) + "\n" for h in history))
+    tmp.write_text("".join(to_json(h) + "\n" for h in history))
     os.replace(tmp, out / "metrics.jsonl")
-
-
-class SeededItems(torch.utils.data.Dataset):
-    """Serves ``(index, seed)`` requests, seeding torch's RNG for each item: random augmentations then
-    depend only on the run's seed, the epoch and the position in it, not on the number of workers
-    or on where a resumed run restarted."""
-
-    def __init__(self, dataset):
-        self.dataset = dataset
-
-    def __len__(self):
-        return len(self.dataset)
-
-    def __getitem__(self, key):
-        index, seed = key
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            return self.dataset[index]
-
-
-def epoch_batches(n: int, batch_size: int, seed: int, epoch: int, rank: int = 0, world: int = 1,
-                  repeat_factors: list[float] | None = None) -> list[list[tuple[int, int]]]:
-    """This process's batches of ``(index, item seed)`` for one epoch, a pure function of its arguments.
-
-    The order is a seeded shuffle; with ``repeat_factors`` (LVIS-style, one per image) an image with
-    factor r appears floor(r) times plus once more with probability r - floor(r). Each global batch of
-    ``batch_size * world`` items is shared out between the ``world`` processes; an incomplete last
-    batch is dropped.
-    """
-    g = torch.Generator().manual_seed(seed * 100_003 + epoch)
-    indices = torch.arange(n)
-    if repeat_factors is not None:
-        r = torch.as_tensor(repeat_factors, dtype=torch.float64)
-        copies = r.floor() + (torch.rand(n, generator=g, dtype=torch.float64) < r - r.floor())
-        indices = torch.repeat_interleave(indices, copies.long())
-    order = indices[torch.randperm(len(indices), generator=g)].tolist()
-    item_seeds = torch.randint(0, 2**62, (len(order),), generator=g).tolist()
-    per_step = batch_size * world
-    batches = []
-    for start in range(0, len(order) - per_step + 1, per_step):
-        mine = range(start + rank, start + per_step, world)
-        batches.append([(order[j], item_seeds[j]) for j in mine])
-    return batches
 
 
 def train(cfg: Config, out: str | Path | None = None, resume: bool = True, progress: bool = True,
@@ -260,6 +233,7 @@ def train(cfg: Config, out: str | Path | None = None, resume: bool = True, progr
     from detrlib.checkpoint import load_official_checkpoint
     from detrlib.criterion import build_criterion
     from detrlib.data import build_dataset, build_loader, collate
+    from detrlib.data.batching import SeededItems, epoch_batches, repeat_factors, training_labels
     from detrlib.model import PostProcess, build_model
 
     t = cfg.train
@@ -306,8 +280,8 @@ def train(cfg: Config, out: str | Path | None = None, resume: bool = True, progr
     net = model
     if world > 1:
         net = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-    counts = train_set.class_counts() if hasattr(train_set, "class_counts") else None
-    factors = train_set.repeat_factors(cfg.data.repeat_factor_t) if cfg.data.repeat_factor_t > 0 else None
+    counts = [train_set.class_counts()[name] for name in train_set.classes]
+    factors = repeat_factors(training_labels(train_set), cfg.data.repeat_factor_t) if cfg.data.repeat_factor_t > 0 else None
     val_loader = build_loader(val_set, t.batch_size, train=False, num_workers=cfg.data.num_workers)
     best = max((h.get("AP50", -1.0) for h in history), default=-1.0)
 
@@ -335,7 +309,7 @@ def train(cfg: Config, out: str | Path | None = None, resume: bool = True, progr
             net, criterion, loader, optimizer, scheduler, device, dtype=dtype, scaler=scaler,
             clip_max_norm=t.clip_max_norm, grad_accum_steps=t.grad_accum_steps, step=step,
             max_steps=t.max_steps, on_step=on_step, progress=progress and rank == 0,
-            desc=f"epoch {epoch + 1}/{t.epochs}")
+            desc=f"epoch {epoch + 1}/{t.epochs}", pass_targets=cfg.model.dn_groups > 0)
         train_time += time.perf_counter() - tic
         epoch, batch_in_epoch = epoch + 1, 0
         done = bool(t.max_steps and step >= t.max_steps)

@@ -41,6 +41,13 @@ def coco_ground_truth(annotations: list[dict], classes: list[str]) -> COCO:
     return coco
 
 
+def ground_truth(dataset) -> list[dict]:
+    """The per-image annotations :func:`coco_ground_truth` takes, from a :class:`~detrlib.data.VOCDataset`'s
+    records: original pixel boxes, every object, difficult ones flagged."""
+    return [{"image_id": r.image_id, "width": r.width, "height": r.height, "boxes": r.boxes.tolist(),
+             "labels": r.labels.tolist(), "difficult": r.difficult.tolist()} for r in dataset.records]
+
+
 def coco_results(predictions: dict[int, dict]) -> list[dict]:
     """COCO results JSON entries from ``{image_id: {"scores", "labels", "boxes" x1,y1,x2,y2 pixels}}``."""
     results = []

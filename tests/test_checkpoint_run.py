@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from detrlib import checkpoint as ckpt
-from detrlib.engine import epoch_batches
+from detrlib.data.batching import epoch_batches
 
 
 def state(value: float) -> dict:
@@ -53,6 +53,6 @@ def test_epoch_batches_are_reproducible_sharded_and_repeat_factor_aware():
     assert len(r0) == len(r1) == 2  # 10 items, global batch 4: the last 2 are dropped
     single = epoch_batches(10, 4, seed=0, epoch=3)
     assert [sorted(x + y) for x, y in zip(r0, r1)] == [sorted(b) for b in single]
-    repeated = epoch_batches(4, 1, seed=0, epoch=0, repeat_factors=[3.0, 1.0, 1.0, 0.0])
+    repeated = epoch_batches(4, 1, seed=0, epoch=0, factors=[3.0, 1.0, 1.0, 0.0])
     counts = np.bincount([b[0][0] for b in repeated], minlength=4)
     assert counts.tolist() == [3, 1, 1, 0]
