@@ -240,3 +240,28 @@ def load_latest(directory: str | Path, map_location="cpu") -> dict | None:
         state["path"] = str(path)
         return state
     return None
+
+
+def load_trained(path: str | Path, map_location="cpu"):
+    """``(model, config, state)`` from a run checkpoint, ``best.pt``, or a run folder (its ``best.pt``,
+    else its newest checkpoint)."""
+    from detrlib.config import Config
+    from detrlib.model import build_model
+
+    path = Path(path)
+    if path.is_dir():
+        best = path / "checkpoints" / "best.pt"
+        state = load_checkpoint(best, map_location) if best.exists() else load_latest(path / "checkpoints", map_location)
+        if state is None:
+            raise FileNotFoundError(f"{path} holds no checkpoint (looked in {path / 'checkpoints'}): train first")
+    elif path.exists():
+        state = load_checkpoint(path, map_location)
+    else:
+        raise FileNotFoundError(f"checkpoint {path} does not exist")
+    if "config" not in state:
+        raise ValueError(f"{path} is not a detrlib run checkpoint (no 'config'); for the official DETR "
+                         "weights use load_official_checkpoint")
+    cfg = Config.from_dict(state["config"])
+    model = build_model(cfg.model)
+    model.load_state_dict(state["model"])
+    return model.eval(), cfg, state

@@ -106,6 +106,15 @@ def weighted_loss(loss_dict: dict, weight_dict: dict) -> torch.Tensor:
     return sum(loss_dict[k] * w for k, w in weight_dict.items() if k in loss_dict)
 
 
+def logged_values(loss, loss_dict: dict) -> dict[str, float]:
+    """The loss and its terms as floats; under DDP their mean over processes, i.e. the values of
+    the global batch (the criterion normalizes by global counts, see ``process_mean``)."""
+    from detrlib.criterion import process_mean
+
+    values = process_mean(torch.stack([loss.detach().float()] + [v.detach().float() for v in loss_dict.values()]))
+    return dict(zip(["loss", *loss_dict], values.tolist()))
+
+
 def train_one_epoch(model, criterion, loader, optimizer, scheduler, device, *, dtype=None, scaler=None,
                     clip_max_norm: float = 0.1, grad_accum_steps: int = 1, step: int = 0,
                     max_steps: int = 0, on_step=None, progress: bool = True, desc: str = "train",
@@ -154,9 +163,8 @@ def train_one_epoch(model, criterion, loader, optimizer, scheduler, device, *, d
         scheduler.step()
         step += 1
         count += 1
-        sums["loss"] += loss.item()
-        for k, v in loss_dict.items():
-            sums[k] += v.item()
+        for k, v in logged_values(loss, loss_dict).items():
+            sums[k] += v
         bar.set_postfix(loss=f"{loss.item():.3f}", lr=f"{optimizer.param_groups[0]['lr']:.1e}", refresh=False)
         if on_step:
             on_step(step, i + 1)
@@ -279,7 +287,9 @@ def train(cfg: Config, out: str | Path | None = None, resume: bool = True, progr
 
     net = model
     if world > 1:
-        net = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+        if device.type == "cuda" and not cfg.model.frozen_bn:  # batch statistics over the global batch
+            net = nn.SyncBatchNorm.convert_sync_batchnorm(net)
+        net = nn.parallel.DistributedDataParallel(net, device_ids=[device.index] if device.type == "cuda" else None)
     counts = [train_set.class_counts()[name] for name in train_set.classes]
     factors = repeat_factors(training_labels(train_set), cfg.data.repeat_factor_t) if cfg.data.repeat_factor_t > 0 else None
     val_loader = build_loader(val_set, t.batch_size, train=False, num_workers=cfg.data.num_workers)
