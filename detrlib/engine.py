@@ -143,7 +143,7 @@ def train_one_epoch(model, criterion, loader, optimizer, scheduler, device, *, d
             if bad_in_row >= NAN_PATIENCE:
                 raise FloatingPointError(
                     f"training diverged: {bad_in_row} non-finite losses in a row at step {step} "
-                    f"({ {k: float(v) for k, v in loss_dict.items()} }); lower train.lr, keep "
+                    f"({ {k: round(v.item(), 4) for k, v in loss_dict.items()} }); lower train.lr, keep "
                     "train.clip_max_norm > 0, or set train.amp=off. No checkpoint was written.")
             continue
         bad_in_row = 0
