@@ -105,6 +105,13 @@ def load_official_checkpoint(model: nn.Module, path_or_url: str | Path) -> LoadR
     width, a bigger target than the checkpoint).
     """
     src, name = read_state_dict(path_or_url)
+    return fit_state_dict(model, src, name)
+
+
+def fit_state_dict(model: nn.Module, src: dict, name: str) -> LoadReport:
+    """Load the state_dict ``src`` into ``model`` by the rules of :func:`load_official_checkpoint`
+    (class head replaced, first N queries and first K layers kept) and report how; ``name`` names
+    the source in the report and in errors. Pruning (:mod:`detrlib.prune`) uses it too."""
     target = model.state_dict()
     report = LoadReport(source=name)
     merged, problems = {}, []

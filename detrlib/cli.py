@@ -204,6 +204,36 @@ def _predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def _prune(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from detrlib.checkpoint import load_trained
+    from detrlib.data import build_dataset, build_loader
+    from detrlib.engine import read_metrics, train
+    from detrlib.model import count_parameters
+    from detrlib.prune import finetune_config, prune, save_pruned
+
+    source = Path(args.checkpoint)
+    model, cfg, _ = load_trained(source)
+    loader = None
+    if args.by == "usage":
+        dataset = build_dataset(cfg.data, "val")
+        loader = build_loader(dataset, cfg.train.batch_size, train=False, num_workers=cfg.data.num_workers)
+        print(f"measuring query usage on {len(dataset)} images of {dataset.describe_sets()}")
+    pruned = prune(model, args.dec_layers, args.num_queries, args.by, loader, config=cfg)
+    run = source if source.is_dir() else source.parent.parent
+    out = Path(args.out) if args.out else run / "pruned" / f"dec{args.dec_layers}-q{args.num_queries}-{args.by}.pt"
+    save_pruned(pruned, out)
+    before, after = (count_parameters(m)[-1]["total"] for m in (model, pruned.model))
+    print(f"{pruned}\nparameters {before:,} -> {after:,}; wrote {out}")
+    if args.finetune_steps:
+        ft_cfg = finetune_config(pruned.config, out, args.finetune_steps)
+        print(f"fine-tuning for {args.finetune_steps} steps: {ft_cfg.describe()}")
+        ft_out = train(ft_cfg)
+        print(f"run folder: {ft_out} (AP50 {read_metrics(ft_out)[-1].get('AP50')})")
+    return 0
+
+
 def _class_names(cfg) -> list[str]:
     from detrlib.data import data_root
     from detrlib.data.voc import parse_sets, read_classes
@@ -290,6 +320,21 @@ def build_parser() -> argparse.ArgumentParser:
     pred.add_argument("--out", default="predictions", help="folder for the pictures (default ./predictions)")
     pred.add_argument("--threshold", type=float, default=0.5, help="lowest score drawn (default 0.5)")
     pred.set_defaults(func=_predict)
+
+    prune = commands.add_parser(
+        "prune", help="keep the first K decoder layers and N queries of a trained run, then fine-tune",
+        description="Prune a trained run (chapter 6): keep its first K decoder layers and N of its object "
+                    "queries, the first N or the N most often matched to an object on the run's validation "
+                    "set. Writes a checkpoint that eval and predict read, and can fine-tune it.")
+    prune.add_argument("--checkpoint", required=True, help="a run folder, run checkpoint or best.pt")
+    prune.add_argument("--dec-layers", type=int, required=True, help="decoder layers to keep (the first ones)")
+    prune.add_argument("--num-queries", type=int, required=True, help="object queries to keep")
+    prune.add_argument("--by", choices=["first", "usage"], default="first",
+                       help="which queries: the first N, or the N most used on the validation set (default first)")
+    prune.add_argument("--out", help="pruned checkpoint file (default: RUN/pruned/decK-qN-BY.pt)")
+    prune.add_argument("--finetune-steps", type=int, default=0,
+                       help="then fine-tune for this many steps at a tenth of the run's learning rates (default 0)")
+    prune.set_defaults(func=_prune)
 
     from detrlib.bench import load_all
 

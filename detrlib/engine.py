@@ -118,10 +118,12 @@ def logged_values(loss, loss_dict: dict) -> dict[str, float]:
 def train_one_epoch(model, criterion, loader, optimizer, scheduler, device, *, dtype=None, scaler=None,
                     clip_max_norm: float = 0.1, grad_accum_steps: int = 1, step: int = 0,
                     max_steps: int = 0, on_step=None, progress: bool = True, desc: str = "train",
-                    pass_targets: bool = False) -> tuple[dict, int]:
+                    pass_targets: bool = False, step_log: list | None = None) -> tuple[dict, int]:
     """One pass over ``loader``. Returns (mean of each logged loss term, optimizer steps so far).
 
     ``pass_targets`` hands the targets to the model too, which denoising training needs.
+    ``step_log``, a list, gets ``[step, loss, lr, seconds]`` for every optimizer step, the seconds
+    since the previous step (data loading included): the curves of chapter 7.
 
     A batch with a non-finite loss is skipped and counted (``skipped``); after ``NAN_PATIENCE`` in a
     row the run stops with an error. ``on_step(step)`` runs after each optimizer step (checkpoints).
@@ -131,6 +133,7 @@ def train_one_epoch(model, criterion, loader, optimizer, scheduler, device, *, d
     sums, count, skipped, bad_in_row = defaultdict(float), 0, 0, 0
     bar = tqdm(loader, desc=desc, disable=not progress, leave=False, dynamic_ncols=True)
     optimizer.zero_grad(set_to_none=True)
+    tic = time.perf_counter()
     for i, batch in enumerate(bar):
         images, mask, targets = to_device(*batch, device)
         with autocast(device, dtype):
@@ -163,8 +166,13 @@ def train_one_epoch(model, criterion, loader, optimizer, scheduler, device, *, d
         scheduler.step()
         step += 1
         count += 1
-        for k, v in logged_values(loss, loss_dict).items():
+        values = logged_values(loss, loss_dict)
+        for k, v in values.items():
             sums[k] += v
+        if step_log is not None:
+            toc = time.perf_counter()
+            step_log.append([step, values["loss"], optimizer.param_groups[0]["lr"], toc - tic])
+            tic = toc
         bar.set_postfix(loss=f"{loss.item():.3f}", lr=f"{optimizer.param_groups[0]['lr']:.1e}", refresh=False)
         if on_step:
             on_step(step, i + 1)
@@ -211,6 +219,23 @@ def read_metrics(out: str | Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
 
 
+STEP_COLUMNS = ("step", "loss", "lr", "seconds")
+
+
+def read_steps(out: str | Path) -> dict[str, list[float]]:
+    """A run's ``steps.csv`` as columns: ``step``, ``loss``, ``lr`` and ``seconds`` per optimizer step."""
+    path = Path(out) / "steps.csv"
+    rows = [line.split(",") for line in path.read_text().splitlines()[1:]] if path.exists() else []
+    return {name: [float(r[i]) for r in rows] for i, name in enumerate(STEP_COLUMNS)}
+
+
+def _write_steps(out: Path, steps: list[list[float]]) -> None:
+    tmp = out / "steps.csv.tmp"
+    lines = [",".join(STEP_COLUMNS)] + [f"{int(s)},{loss:.6g},{lr:.6g},{sec:.6g}" for s, loss, lr, sec in steps]
+    tmp.write_text("\n".join(lines) + "\n")
+    os.replace(tmp, out / "steps.csv")
+
+
 def to_json(obj) -> str:
     """Strict JSON (what ``jq`` and other languages read): NaN, e.g. the AP of a class with no
     objects, becomes null."""
@@ -234,14 +259,16 @@ def train(cfg: Config, out: str | Path | None = None, resume: bool = True, progr
           name: str = "") -> Path:
     """Train ``cfg`` in the run folder ``out`` (default: :func:`run_dir`) and return that folder.
 
-    The folder holds ``config.json``, ``metrics.jsonl`` (one JSON object per evaluation) and
-    ``checkpoints/``. With ``resume`` a stopped run continues from its newest readable checkpoint,
+    The folder holds ``config.json``, ``metrics.jsonl`` (one JSON object per evaluation, with the
+    peak memory of the run so far), ``steps.csv`` (loss, learning rate and seconds of every step)
+    and ``checkpoints/``. With ``resume`` a stopped run continues from its newest readable checkpoint,
     and a finished run is reused as it is.
     """
     from detrlib.checkpoint import load_official_checkpoint
     from detrlib.criterion import build_criterion
     from detrlib.data import build_dataset, build_loader, collate
     from detrlib.data.batching import SeededItems, epoch_batches, repeat_factors, training_labels
+    from detrlib.memory import peak_memory_mb, reset_peak_memory
     from detrlib.model import PostProcess, build_model
 
     t = cfg.train
@@ -262,7 +289,7 @@ def train(cfg: Config, out: str | Path | None = None, resume: bool = True, progr
     scheduler = make_scheduler(optimizer, t, steps_per_epoch)
 
     state = ckpt.load_latest(ckpt_dir) if resume else None
-    epoch, batch_in_epoch, step, history, train_time = 0, 0, 0, [], 0.0
+    epoch, batch_in_epoch, step, history, train_time, steps = 0, 0, 0, [], 0.0, []
     if state is not None:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
@@ -272,6 +299,7 @@ def train(cfg: Config, out: str | Path | None = None, resume: bool = True, progr
         ckpt.set_rng_state(state["rng"])
         epoch, batch_in_epoch, step = state["epoch"], state["batch"], state["step"]
         history, train_time = state["history"], state["train_time"]
+        steps = state["steps"].tolist() if "steps" in state else []
         if rank == 0:
             print(f"resumed from {state['path']}: epoch {epoch}, step {step}")
         if state.get("finished"):
@@ -299,15 +327,17 @@ def train(cfg: Config, out: str | Path | None = None, resume: bool = True, progr
         return {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                 "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict() if scaler else None,
                 "rng": ckpt.rng_state(), "epoch": epoch, "batch": batch_in_epoch, "step": step,
-                "history": history, "train_time": train_time, "config": cfg.to_dict(), "finished": finished}
+                "history": history, "train_time": train_time, "config": cfg.to_dict(), "finished": finished,
+                "steps": torch.tensor(steps, dtype=torch.float64).reshape(-1, len(STEP_COLUMNS))}
 
     def on_step(now_step, batches_done):
-        nonlocal batch_in_epoch
+        nonlocal batch_in_epoch, step
         if rank == 0 and t.checkpoint_every and now_step % t.checkpoint_every == 0:
-            batch_in_epoch = start_batch + batches_done
+            step, batch_in_epoch = now_step, start_batch + batches_done  # the snapshot's position
             ckpt.save_checkpoint(snapshot(), ckpt_dir, now_step, t.keep_last)
 
     done = bool(t.max_steps and step >= t.max_steps)
+    reset_peak_memory(device)
     while epoch < t.epochs and not done:
         batches = epoch_batches(len(train_set), t.batch_size, t.seed, epoch, rank, world, factors)
         start_batch = batch_in_epoch
@@ -319,13 +349,14 @@ def train(cfg: Config, out: str | Path | None = None, resume: bool = True, progr
             net, criterion, loader, optimizer, scheduler, device, dtype=dtype, scaler=scaler,
             clip_max_norm=t.clip_max_norm, grad_accum_steps=t.grad_accum_steps, step=step,
             max_steps=t.max_steps, on_step=on_step, progress=progress and rank == 0,
-            desc=f"epoch {epoch + 1}/{t.epochs}", pass_targets=cfg.model.dn_groups > 0)
+            desc=f"epoch {epoch + 1}/{t.epochs}", pass_targets=cfg.model.dn_groups > 0, step_log=steps)
         train_time += time.perf_counter() - tic
         epoch, batch_in_epoch = epoch + 1, 0
         done = bool(t.max_steps and step >= t.max_steps)
         if rank == 0 and (epoch % t.eval_every == 0 or epoch == t.epochs or done):
             metrics = evaluate(model, val_set, val_loader, postprocess, device, dtype, counts)
             history.append({"step": step, "epoch": epoch, "train_time_s": round(train_time, 2),
+                            "peak_memory_mb": peak_memory_mb(device),
                             **{f"train_{k}" if k != "skipped" else k: v for k, v in means.items()},
                             **metrics})
             _write_metrics(out, history)
@@ -337,6 +368,7 @@ def train(cfg: Config, out: str | Path | None = None, resume: bool = True, progr
                       f"AP50 {metrics['AP50']:.3f}, AP {metrics['AP']:.3f} ({cfg.profile} profile)")
         if rank == 0:
             ckpt.save_checkpoint(snapshot(finished=epoch >= t.epochs or done), ckpt_dir, step, t.keep_last)
+            _write_steps(out, steps)
     if world > 1:
         torch.distributed.barrier()
     return out

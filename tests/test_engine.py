@@ -15,7 +15,7 @@ from torch import nn
 
 from detrlib.checkpoint import list_checkpoints, load_checkpoint
 from detrlib.config import TrainConfig, get_profile
-from detrlib.engine import NAN_PATIENCE, make_optimizer, make_scheduler, train_one_epoch
+from detrlib.engine import NAN_PATIENCE, make_optimizer, make_scheduler, read_steps, train_one_epoch
 
 ROOT = Path(__file__).resolve().parents[1]
 SMOKE = ["--profile", "smoke", "--set", "train.keep_last=100"]
@@ -60,6 +60,8 @@ def test_a_run_killed_mid_epoch_resumes_to_bit_identical_weights(tmp_path):
     assert all(torch.equal(whole[k], again[k]) for k in whole), "resumed weights differ from the uninterrupted run"
     history = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [h["epoch"] for h in history] == [1, 2, 3]
+    steps, whole_steps = read_steps(out), read_steps(tmp_path / "whole")
+    assert steps["step"] == [float(s) for s in range(1, 19)] and steps["loss"] == whole_steps["loss"]
 
 
 @pytest.mark.slow

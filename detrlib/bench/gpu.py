@@ -1,0 +1,117 @@
+"""``python -m detrlib bench gpu``: fp32 against mixed precision on a CUDA GPU, in under 5 minutes.
+
+For the seed's configuration (DETR-R50, 6 encoder / 4 decoder layers, 50 queries) and DETR's own
+(6 / 6 / 100), both for VOC's 20 classes, at ``--size``² inputs: training steps per second (the
+engine's real step: forward, Hungarian matching and losses in fp32, backward, clipping, AdamW) and
+their peak memory, then inference seconds per image at batch 1 and 8 (see ``bench infer``). AMP is
+bf16 where the GPU supports it and fp16 with a ``GradScaler`` otherwise (a T4). Random weights and
+random boxes: speed and memory do not depend on them. On a machine without CUDA it says so and
+measures nothing.
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+
+from detrlib.bench import benchmark
+from detrlib.bench.infer import seconds_per_image
+
+CONFIGS = {"seed R50 6/4/50": (4, 50), "DETR-R50 6/6/100": (6, 100)}
+
+
+def random_batch(batch: int, size: int, num_classes: int, device: torch.device, objects: int = 5):
+    """One training batch ``(images, mask, targets)`` of random pixels and random boxes."""
+    g = torch.Generator().manual_seed(0)
+    images = torch.randn(batch, 3, size, size, generator=g)
+    mask = torch.zeros(batch, size, size, dtype=torch.bool)
+    targets = []
+    for _ in range(batch):
+        wh = 0.05 + 0.4 * torch.rand(objects, 2, generator=g)
+        cxcy = wh / 2 + (1 - wh) * torch.rand(objects, 2, generator=g)
+        targets.append({"boxes": torch.cat([cxcy, wh], 1), "labels": torch.randint(0, num_classes, (objects,), generator=g)})
+    from detrlib.engine import to_device
+
+    return to_device(images, mask, targets, device)
+
+
+def training_speed(cfg, device: torch.device, dtype: torch.dtype | None, size: int, batch: int,
+                   steps: int = 20, warmup: int = 5) -> dict:
+    """Steps per second (median step after ``warmup`` steps), peak memory and the last loss of the
+    engine's training step for ``cfg`` (a :class:`~detrlib.config.Config`) under ``dtype``."""
+    from detrlib.criterion import build_criterion
+    from detrlib.engine import make_optimizer, make_scheduler, train_one_epoch
+    from detrlib.memory import peak_memory_mb, reset_peak_memory
+    from detrlib.model import build_model
+
+    torch.manual_seed(0)
+    model = build_model(cfg.model).to(device)
+    criterion = build_criterion(cfg).to(device)
+    optimizer = make_optimizer(model, cfg.train)
+    scheduler = make_scheduler(optimizer, cfg.train, steps_per_epoch=warmup + steps)
+    scaler = torch.amp.GradScaler(device.type) if dtype == torch.float16 else None
+    data = [random_batch(batch, size, cfg.model.num_classes, device)] * (warmup + steps)
+    log = []
+    reset_peak_memory(device)
+    train_one_epoch(model, criterion, data, optimizer, scheduler, device, dtype=dtype, scaler=scaler,
+                    clip_max_norm=cfg.train.clip_max_norm, progress=False, step_log=log)
+    seconds = statistics.median(row[3] for row in log[warmup:])
+    return {"steps/s": 1 / seconds, "peak MiB": peak_memory_mb(device), "loss": log[-1][1], "model": model}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--size", type=int, default=800, help="square input size (default 800)")
+    parser.add_argument("--batch", type=int, help="training batch size (default: the full profile's)")
+    parser.add_argument("--steps", type=int, default=20, help="timed training steps (default 20)")
+    parser.add_argument("--warmup", type=int, default=5, help="untimed steps and calls first (default 5)")
+    parser.add_argument("--repeats", type=int, default=20, help="timed inference calls (default 20)")
+    parser.add_argument("--deterministic", action="store_true",
+                        help="deterministic algorithms, as detrlib's train() sets them (default: torch's defaults)")
+
+
+@benchmark("gpu", "CUDA GPU: fp32 vs AMP training steps/s and memory, inference s/image (R50 6/4/50 and 6/6/100)",
+           add_arguments)
+def run(args: argparse.Namespace) -> list[dict]:
+    if not torch.cuda.is_available():
+        print("bench gpu: no CUDA device on this machine, so there is nothing to measure. Run it on a GPU "
+              "(on Colab: Runtime > Change runtime type > GPU); `python -m detrlib bench infer` times the CPU.")
+        return []
+    was_deterministic = torch.are_deterministic_algorithms_enabled()
+    torch.use_deterministic_algorithms(args.deterministic, warn_only=True)
+    try:
+        return measure(args)
+    finally:
+        torch.use_deterministic_algorithms(was_deterministic, warn_only=True)
+
+
+def measure(args: argparse.Namespace) -> list[dict]:
+    from detrlib.config import get_profile
+    from detrlib.engine import amp_dtype
+
+    device = torch.device("cuda")
+    cfg = get_profile("full")
+    batch = args.batch or cfg.train.batch_size
+    amp = amp_dtype("auto", device)
+    precisions = {"fp32": None, f"amp {str(amp).removeprefix('torch.')}"
+                  + (" + GradScaler" if amp == torch.float16 else ""): amp}
+    print(f"{torch.cuda.get_device_name(device)}, torch {torch.__version__}: training batch {batch} at {args.size}², "
+          f"median of {args.steps} steps after {args.warmup}; inference median of {args.repeats} calls")
+    start, rows = time.perf_counter(), []
+    for name, (dec, queries) in CONFIGS.items():
+        run_cfg = cfg.replace(**{"model.dec_layers": dec, "model.num_queries": queries})
+        base = None
+        for label, dtype in precisions.items():
+            result = training_speed(run_cfg, device, dtype, args.size, batch, args.steps, args.warmup)
+            base = base or result["steps/s"]
+            row = {"config": name, "precision": label, "train steps/s": result["steps/s"],
+                   "vs fp32": result["steps/s"] / base, "peak MiB": result["peak MiB"], "loss": result["loss"]}
+            for b in (1, 8):
+                row[f"infer s/img b{b}"] = seconds_per_image(result["model"], args.size, b, dtype, device,
+                                                             args.repeats, args.warmup)
+            rows.append(row)
+            del result
+            torch.cuda.empty_cache()
+    print(f"measured in {time.perf_counter() - start:.0f} s; target: AMP training >= 2x fp32 steps/s at matching losses")
+    return rows

@@ -1,0 +1,144 @@
+"""Pruning a trained DETR: keep the first K decoder layers and N of the object queries.
+
+Two facts make this work without retraining from scratch. The auxiliary losses train the shared
+class and box heads on *every* decoder layer's output, so the output of layer K is already a
+trained prediction; and the queries are a set, so any N of them (the first N, or the N that
+:func:`query_usage` finds most often matched to an object on a validation set) still form a valid
+model. A short fine-tune (:func:`finetune_config` with :func:`detrlib.engine.train`) then lets the
+smaller model adjust. The weights move by the rules of
+:func:`~detrlib.checkpoint.load_official_checkpoint`, with the same report of every tensor.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from detrlib.checkpoint import LoadReport, fit_state_dict, load_trained
+from detrlib.config import Config, ModelConfig
+
+
+@dataclass
+class Pruned:
+    """A pruned model, its configuration, the source queries it kept and how its weights were loaded."""
+
+    model: nn.Module
+    config: Config | ModelConfig
+    queries: list[int]
+    report: LoadReport
+
+    def __str__(self) -> str:
+        m = self.config.model if isinstance(self.config, Config) else self.config
+        return (f"pruned to {m.dec_layers} decoder layers and {m.num_queries} queries "
+                f"(kept queries {self.queries})\n{self.report}")
+
+
+@torch.no_grad()
+def query_usage(model: nn.Module, loader, device: torch.device | None = None, dtype: torch.dtype | None = None,
+                matcher=None) -> torch.Tensor:
+    """How often each object query is matched to a ground-truth object over ``loader`` (a validation
+    set), by the Hungarian matcher of training (default costs): a float tensor ``[num_queries]``.
+
+    A query the matcher rarely picks is one whose predictions rarely become a detection that counts.
+    """
+    from detrlib.engine import autocast, to_device
+    from detrlib.matcher import HungarianMatcher
+
+    device = device or next(model.parameters()).device
+    matcher = matcher or HungarianMatcher()
+    model.eval()
+    counts = torch.zeros(model.num_queries)
+    for batch in loader:
+        images, mask, targets = to_device(*batch, device)
+        with autocast(device, dtype):
+            outputs = model(images, mask)
+        for rows, _ in matcher(outputs, targets):
+            counts += torch.bincount(rows, minlength=model.num_queries).float()
+    return counts
+
+
+def pick_queries(num_queries: int, keep: int, by: str = "first", usage: torch.Tensor | None = None) -> list[int]:
+    """The ``keep`` queries to keep, in their original order: the first ones, or the most used
+    (ties go to the lower index)."""
+    if not 0 < keep <= num_queries:
+        raise ValueError(f"num_queries must be between 1 and the model's {num_queries}, got {keep}")
+    if by == "first":
+        return list(range(keep))
+    if by != "usage":
+        raise ValueError(f"by must be 'first' or 'usage', not {by!r}")
+    if usage is None or usage.shape != (num_queries,):
+        raise ValueError(f"by='usage' needs the usage of all {num_queries} queries: pass a validation loader "
+                         "(or usage=query_usage(model, loader))")
+    order = sorted(range(num_queries), key=lambda q: (-float(usage[q]), q))
+    return sorted(order[:keep])
+
+
+def prune(source, dec_layers: int, num_queries: int, by: str = "first", loader=None,
+          config: Config | ModelConfig | None = None, usage: torch.Tensor | None = None) -> Pruned:
+    """A smaller copy of a trained DETR: its first ``dec_layers`` decoder layers and ``num_queries``
+    of its queries, the first ones (``by="first"``) or the most used on ``loader`` (``by="usage"``).
+
+    ``source`` is a run folder or checkpoint (its configuration comes with it), or a model together
+    with its ``config`` (a :class:`Config` or :class:`ModelConfig`). ``usage`` skips measuring it again.
+    The source is left untouched; the pruned model is on the CPU, in eval mode.
+    """
+    from detrlib.model import build_model
+
+    if isinstance(source, (str, Path)):
+        model, config, _ = load_trained(source)
+        name = str(source)
+    elif config is None:
+        raise ValueError("prune(model, ...) needs config=, the Config or ModelConfig the model was built "
+                         "from (or pass a run folder or checkpoint instead of the model)")
+    else:
+        model, name = source, "the given model"
+    model_cfg = config.model if isinstance(config, Config) else config
+    if not 0 < dec_layers <= model_cfg.dec_layers:
+        raise ValueError(f"dec_layers must be between 1 and the model's {model_cfg.dec_layers}, got {dec_layers}")
+    if by == "usage" and usage is None:
+        if loader is None:
+            raise ValueError("by='usage' needs loader=, a validation loader to measure query usage on")
+        usage = query_usage(model, loader)
+    kept = pick_queries(model_cfg.num_queries, num_queries, by, usage)
+
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    rest = [q for q in range(model_cfg.num_queries) if q not in kept]
+    state["query_embed.weight"] = state["query_embed.weight"][kept + rest]  # kept first: fit keeps the first N
+    changes = {"dec_layers": dec_layers, "num_queries": num_queries}
+    if isinstance(config, Config):
+        new_config = config.replace(**{f"model.{k}": v for k, v in changes.items()})
+        small_cfg = new_config.model
+    else:
+        small_cfg = new_config = replace(config, **changes)
+    small = build_model(small_cfg)
+    report = fit_state_dict(small, state, f"{name} ({model_cfg.dec_layers} decoder layers, "
+                                          f"{model_cfg.num_queries} queries)")
+    return Pruned(small.eval(), new_config, kept, report)
+
+
+def save_pruned(pruned: Pruned, path: str | Path) -> Path:
+    """Write ``{"model", "config"}``: a checkpoint that ``eval``/``predict`` read (needs a full
+    :class:`Config`) and that a fine-tune starts from (``train.init_checkpoint``)."""
+    if not isinstance(pruned.config, Config):
+        raise ValueError("save_pruned needs a model pruned with a full Config (prune a run folder, or pass config=cfg)")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    torch.save({"model": pruned.model.state_dict(), "config": pruned.config.to_dict(),
+                "queries": pruned.queries}, tmp)
+    tmp.replace(path)
+    return path
+
+
+def finetune_config(pruned_config: Config, init: str | Path, steps: int, lr_scale: float = 0.1) -> Config:
+    """The settings of a short fine-tune of a pruned model: ``steps`` optimizer steps from the pruned
+    weights ``init`` at constant learning rates, both times ``lr_scale`` (DETR's rate after its
+    step drop, where a trained model ends), no warm-up."""
+    t = pruned_config.train
+    return pruned_config.replace(**{
+        "train.init_checkpoint": str(init), "train.max_steps": steps, "train.warmup_steps": 0,
+        "train.lr": t.lr * lr_scale, "train.lr_backbone": t.lr_backbone * lr_scale,
+        "train.lr_schedule": "step", "train.lr_drop": t.epochs,  # the drop would come after the last step
+    })

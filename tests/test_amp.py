@@ -1,0 +1,57 @@
+"""Mixed precision: the model runs in the low precision, matching and losses stay in fp32, peak
+memory is counted, and every step of a run is logged."""
+import pytest
+import torch
+
+from detrlib.config import get_profile
+from detrlib.criterion import build_criterion
+from detrlib.engine import amp_dtype, autocast, read_metrics, read_steps, train
+from detrlib.memory import peak_memory_mb, reset_peak_memory
+from detrlib.model import build_model
+
+CPU = torch.device("cpu")
+
+
+def test_amp_setting_picks_bf16_on_a_cpu_and_refuses_unknown_values():
+    assert amp_dtype("off", CPU) is None
+    assert amp_dtype("auto", CPU) == torch.bfloat16
+    assert amp_dtype("fp16", CPU) == torch.float16
+    with pytest.raises(ValueError, match="off, auto, bf16 or fp16"):
+        amp_dtype("half", CPU)
+
+
+def test_matching_and_losses_stay_in_fp32_under_autocast():
+    cfg = get_profile("smoke")
+    model, criterion = build_model(cfg.model), build_criterion(cfg)
+    costs = []
+    original = criterion.matcher.weigh
+    criterion.matcher.weigh = lambda terms: costs.append(original(terms)) or costs[-1]
+    targets = [{"boxes": torch.tensor([[0.5, 0.5, 0.2, 0.3]]), "labels": torch.tensor([1])}] * 2
+    with autocast(CPU, torch.bfloat16):
+        outputs = model(torch.randn(2, 3, 64, 64))
+    losses = criterion(outputs, targets)
+    assert outputs["pred_logits"].dtype == torch.bfloat16
+    assert costs and all(c.dtype == torch.float32 for c in costs)
+    assert all(v.dtype == torch.float32 for v in losses.values())
+
+
+def test_peak_memory_counts_an_allocation_and_resets():
+    reset_peak_memory(CPU)
+    if peak_memory_mb(CPU) is None:
+        pytest.skip("no /proc/self/status here")
+    block = torch.ones(64 * 2**20 // 4)  # 64 MiB, touched
+    peak = peak_memory_mb(CPU)
+    del block
+    reset_peak_memory(CPU)
+    assert peak_memory_mb(CPU) < peak - 32
+
+
+@pytest.mark.slow
+def test_a_bf16_run_logs_every_step_and_its_peak_memory(tmp_path, monkeypatch):
+    monkeypatch.setenv("DETRLIB_HOME", str(tmp_path))
+    cfg = get_profile("smoke").replace(**{"train.amp": "bf16", "train.max_steps": 3})
+    out = train(cfg, tmp_path / "run", progress=False)
+    steps = read_steps(out)
+    assert steps["step"] == [1.0, 2.0, 3.0] and all(s > 0 for s in steps["seconds"])
+    assert all(torch.isfinite(torch.tensor(steps["loss"])))
+    assert read_metrics(out)[-1]["peak_memory_mb"] > 0
