@@ -306,7 +306,7 @@ def train(cfg: Config, out: str | Path | None = None, resume: bool = True, progr
             return out
     elif t.init_checkpoint:
         report = load_official_checkpoint(model, t.init_checkpoint)
-        if rank == 0:
+        if rank == 0 and progress:
             print(report)
     if rank == 0:
         out.mkdir(parents=True, exist_ok=True)

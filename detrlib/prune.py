@@ -20,6 +20,23 @@ from detrlib.checkpoint import LoadReport, fit_state_dict, load_trained
 from detrlib.config import Config, ModelConfig
 
 
+GRID_LAYERS, GRID_QUERIES = (6, 4, 2), (100, 50, 25)  # the configurations chapter 6 compares
+SEED = (4, 50)  # the seed's pruned decoder: 4 layers, 50 queries
+
+
+def pruning_grid(cfg: Config) -> tuple[list[int], list[int]]:
+    """Decoder layers and query counts to compare, largest first: the grid 6/4/2 x 100/50/25 for the
+    full profile (DETR-R50 from the COCO checkpoint, whose 6 layers and 100 queries are the largest),
+    and for smaller profiles the same grid scaled so that the seed's 4 layers and 50 queries become
+    the profile's own model (a 6-layer, 100-query model is too slow to train on a CPU)."""
+    if cfg.profile == "full":
+        return list(GRID_LAYERS), list(GRID_QUERIES)
+    m = cfg.model
+    layers = sorted({max(1, round(n * m.dec_layers / SEED[0])) for n in GRID_LAYERS}, reverse=True)
+    queries = sorted({max(1, round(n * m.num_queries / SEED[1])) for n in GRID_QUERIES}, reverse=True)
+    return layers, queries
+
+
 @dataclass
 class Pruned:
     """A pruned model, its configuration, the source queries it kept and how its weights were loaded."""

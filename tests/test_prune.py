@@ -8,7 +8,7 @@ from detrlib.config import get_profile
 from detrlib.data import build_dataset, build_loader
 from detrlib.engine import read_metrics, train
 from detrlib.model import build_model
-from detrlib.prune import finetune_config, pick_queries, prune, query_usage, save_pruned
+from detrlib.prune import finetune_config, pick_queries, prune, pruning_grid, query_usage, save_pruned
 
 
 def big_config():
@@ -93,3 +93,27 @@ def test_a_pruned_run_saves_reloads_and_fine_tunes(run, tmp_path):
     assert ft.train.max_steps == 2 and ft.train.lr == pytest.approx(cfg.train.lr * 0.1)
     ft_out = train(ft, tmp_path / "ft", progress=False)
     assert read_metrics(ft_out)[-1]["step"] == 2
+
+
+def test_the_grid_maps_the_seeds_shape_onto_the_profiles_model(monkeypatch):
+    monkeypatch.delenv("DETRLIB_PROFILE", raising=False)
+    for name in ("smoke", "quick"):
+        cfg = get_profile(name)
+        layers, queries = pruning_grid(cfg)
+        assert (layers[1], queries[1]) == (cfg.model.dec_layers, cfg.model.num_queries)
+        assert layers == sorted(layers, reverse=True) and queries == sorted(queries, reverse=True)
+    assert pruning_grid(get_profile("full")) == ([6, 4, 2], [100, 50, 25])
+
+
+@pytest.mark.slow
+def test_the_prune_command_writes_a_checkpoint_that_eval_reads(run, tmp_path, capsys):
+    from detrlib.cli import main
+
+    out, _, _, _ = run
+    target = tmp_path / "p.pt"
+    assert main(["prune", "--checkpoint", str(out), "--dec-layers", "1", "--num-queries", "4", "--by", "usage",
+                 "--out", str(target)]) == 0
+    printed = capsys.readouterr().out
+    assert "pruned to 1 decoder layers and 4 queries" in printed and str(target) in printed
+    assert main(["eval", "--checkpoint", str(target), "--json"]) == 0
+    assert '"AP50"' in capsys.readouterr().out
