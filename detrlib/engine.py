@@ -300,10 +300,10 @@ def train(cfg: Config, out: str | Path | None = None, resume: bool = True, progr
         epoch, batch_in_epoch, step = state["epoch"], state["batch"], state["step"]
         history, train_time = state["history"], state["train_time"]
         steps = state["steps"].tolist() if "steps" in state else []
+        if state.get("finished"):  # a finished run is reused as it is
+            return out
         if rank == 0:
             print(f"resumed from {state['path']}: epoch {epoch}, step {step}")
-        if state.get("finished"):
-            return out
     elif t.init_checkpoint:
         report = load_official_checkpoint(model, t.init_checkpoint)
         if rank == 0 and progress:
