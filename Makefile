@@ -5,6 +5,8 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.detrlib-installed
 export PYTHONUNBUFFERED := 1
+# Notebook kernels import detrlib from this checkout, whatever the virtualenv's editable install points at.
+export PYTHONPATH := $(CURDIR)$(if $(PYTHONPATH),:$(PYTHONPATH))
 
 .PHONY: setup test unit notebooks book book-clean sync help
 

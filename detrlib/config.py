@@ -61,7 +61,7 @@ class ModelConfig:
     # detrlib's additions, for models trained from scratch on a CPU
     backbone_stages: int = 4  # ResNet stages kept: 4 -> stride 32, 3 -> stride 16, 2 -> stride 8
     frozen_bn: bool = True  # FrozenBatchNorm2d as in DETR; False trains ordinary BatchNorm2d
-    frozen_stages: int = 1  # stem + this many stages are frozen (DETR: stem and layer1)
+    frozen_stages: int = 1  # k > 0 freezes the stem and layer1..layerk (DETR: 1); 0 trains it all
     pretrained_backbone: bool = False  # torchvision ImageNet weights (needs a download)
     # denoising training (chapter 5); 0 groups turns it off
     dn_groups: int = 0

@@ -1,0 +1,143 @@
+"""Checkpoints: the official DETR weights into a detrlib model.
+
+``load_official_checkpoint`` reads ``detr-r50-e632da11.pth`` (``{"model": state_dict}``) from a path
+or URL and fits it to the target model: it replaces the class head when the class count differs
+(COCO's 91 + no-object -> VOC's 20 + no-object), keeps the first N query embeddings and the first K
+encoder/decoder layers when the target is smaller, and refuses anything else that does not fit,
+naming the tensors. The returned :class:`LoadReport` lists every tensor loaded, sliced, dropped or
+newly initialized.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from detrlib.config import workdir
+
+OFFICIAL_R50_URL = "https://dl.fbaipublicfiles.com/detr/detr-r50-e632da11.pth"
+_LAYER = re.compile(r"^transformer\.(encoder|decoder)\.layers\.(\d+)\.")
+_OFFICIAL_MODULES = ("backbone.0.", "transformer.", "input_proj.", "query_embed.", "bbox_embed.")
+_HASH = re.compile(r"-([a-f0-9]{6,})\.")
+
+
+@dataclass
+class LoadReport:
+    """What happened to each tensor. ``sliced`` holds ``(name, checkpoint shape, model shape)``;
+    ``dropped`` (checkpoint tensors not used) and ``new`` (model tensors left at their fresh
+    initialisation) hold ``(name, reason)``."""
+
+    source: str
+    loaded: list[str] = field(default_factory=list)
+    sliced: list[tuple[str, tuple, tuple]] = field(default_factory=list)
+    dropped: list[tuple[str, str]] = field(default_factory=list)
+    new: list[tuple[str, str]] = field(default_factory=list)
+
+    def __str__(self) -> str:
+        lines = [f"{self.source}: {len(self.loaded)} loaded, {len(self.sliced)} sliced, "
+                 f"{len(self.dropped)} dropped, {len(self.new)} new"]
+        lines += [f"  sliced   {n}  {list(a)} -> {list(b)}" for n, a, b in self.sliced]
+        for kind, items in (("dropped", self.dropped), ("new", self.new)):
+            by_reason: dict[str, list[str]] = {}
+            for name, reason in items:
+                by_reason.setdefault(reason, []).append(name)
+            for reason, names in by_reason.items():
+                what = names[0] if len(names) == 1 else f"{len(names)} tensors ({names[0]}, ...)"
+                lines.append(f"  {kind:8} {what}: {reason}")
+        return "\n".join(lines)
+
+
+def fetch(url: str) -> Path:
+    """Download ``url`` once into ``workdir()/checkpoints``, checking the SHA-256 prefix that its
+    file name carries (``detr-r50-e632da11.pth``: the hash starts with ``e632da11``)."""
+    name = url.rsplit("/", 1)[-1]
+    match = _HASH.search(name)
+    if not match:
+        raise ValueError(f"{url}: the file name carries no '-<sha256 prefix>.' part, so the download "
+                         "cannot be verified; download it yourself and pass the local path")
+    path = workdir() / "checkpoints" / name
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_suffix(path.suffix + ".part")
+        try:
+            torch.hub.download_url_to_file(url, str(partial), hash_prefix=match.group(1), progress=False)
+        except RuntimeError as err:
+            partial.unlink(missing_ok=True)
+            raise RuntimeError(f"{url}: the download does not match the hash in its name ({err})") from err
+        partial.rename(path)
+    return path
+
+
+def read_state_dict(path_or_url: str | Path) -> tuple[dict, str]:
+    """The state_dict of an official-format checkpoint, and a short name for reports."""
+    source = str(path_or_url)
+    is_url = re.match(r"^(https?|file)://", source) is not None
+    path = fetch(source) if is_url else Path(source)
+    if not path.exists():
+        raise FileNotFoundError(f"checkpoint {path} not found: pass a path or the URL {OFFICIAL_R50_URL}")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # pickle errors come in many types
+        raise ValueError(f"{path} is not a weights-only checkpoint ({type(err).__name__}: {err})") from err
+    sd = obj.get("model", obj) if isinstance(obj, dict) else None
+    if not isinstance(sd, dict) or not sd or not all(torch.is_tensor(v) for v in sd.values()):
+        raise ValueError(f"{path} is not in the official format {{'model': state_dict}}")
+    return sd, path.name
+
+
+def load_official_checkpoint(model: nn.Module, path_or_url: str | Path) -> LoadReport:
+    """Load official DETR weights into ``model`` (a :class:`~detrlib.model.DETR`) and report how.
+
+    Raises ``ValueError`` naming every tensor that fits no rule (another architecture, another
+    width, a bigger target than the checkpoint).
+    """
+    src, name = read_state_dict(path_or_url)
+    target = model.state_dict()
+    report = LoadReport(source=name)
+    merged, problems = {}, []
+    layers = {part: len({m[2] for k in target if (m := _LAYER.match(k)) and m[1] == part})
+              for part in ("encoder", "decoder")}
+
+    for key, value in src.items():
+        layer = _LAYER.match(key)
+        if key in target:
+            want = target[key].shape
+            if value.shape == want:
+                merged[key] = value
+                report.loaded.append(key)
+            elif key.startswith("class_embed."):
+                report.dropped.append((key, f"class head replaced ({value.shape[0]} outputs in the "
+                                            f"checkpoint, {want[0]} in the model)"))
+            elif key == "query_embed.weight" and value.shape[1:] == want[1:] and value.shape[0] > want[0]:
+                merged[key] = value[: want[0]]
+                report.sliced.append((key, tuple(value.shape), tuple(want)))
+            else:
+                problems.append(f"{key}: checkpoint {list(value.shape)}, model {list(want)}")
+        elif layer and int(layer[2]) >= layers[layer[1]]:
+            report.dropped.append((key, f"{layer[1]} layer {layer[2]} is beyond the model's "
+                                        f"{layers[layer[1]]} {layer[1]} layers"))
+        elif key.endswith("num_batches_tracked"):
+            report.dropped.append((key, "BatchNorm counter, unused by the model's norm layers"))
+        else:
+            problems.append(f"{key}: in the checkpoint, not in the model")
+    for key, value in target.items():
+        if key in merged:
+            continue
+        if key.startswith("class_embed."):
+            report.new.append((key, "class head for the model's classes, fresh initialisation"))
+        elif key.endswith("num_batches_tracked"):
+            report.new.append((key, "BatchNorm counter, starts at zero"))
+        elif key.startswith(_OFFICIAL_MODULES):
+            problems.append(f"{key}: in the model, not in the checkpoint")
+        else:
+            report.new.append((key, "not in the checkpoint (learned positions, denoising, ...), "
+                                    "fresh initialisation"))
+        merged[key] = value
+    if problems:
+        raise ValueError(f"{name} does not fit this model ({len(problems)} tensors):\n  "
+                         + "\n  ".join(problems[:20]) + ("\n  ..." if len(problems) > 20 else ""))
+    model.load_state_dict({k: v.to(target[k].dtype) for k, v in merged.items()}, strict=True)
+    return report

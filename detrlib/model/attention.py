@@ -1,0 +1,105 @@
+"""Multi-head attention with the parameters of ``nn.MultiheadAttention`` and PyTorch's fused kernel.
+
+The official DETR checkpoint stores attention as ``in_proj_weight`` ([3d, d]: query, key and value
+projections stacked), ``in_proj_bias`` and ``out_proj``. :class:`Attention` keeps exactly that layout,
+so the checkpoint loads, but takes batch-first inputs and runs
+``F.scaled_dot_product_attention``, which picks a fused kernel for the device.
+
+The fused kernel never materialises the attention weights. To look at them (chapter 2's pictures),
+wrap a forward pass in :func:`record_attention`: only then are the weights computed, a second time,
+from the same queries and keys.
+"""
+from __future__ import annotations
+
+from contextlib import contextmanager
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class Attention(nn.Module):
+    """Multi-head attention, batch first: ``query [B, L, d]``, ``key``/``value [B, S, d]``.
+
+    Masks are boolean and follow ``nn.MultiheadAttention``: True means "may not attend".
+    ``key_padding_mask [B, S]`` hides padded keys; ``attn_mask [L, S]`` or ``[B, nheads, L, S]``
+    hides pairs (denoising queries use it). Returns ``(output [B, L, d], weights)`` where
+    ``weights [B, nheads, L, S]`` is None unless :func:`record_attention` is active.
+    """
+
+    def __init__(self, d_model: int, nheads: int, dropout: float = 0.0):
+        super().__init__()
+        if d_model % nheads:
+            raise ValueError(f"hidden_dim {d_model} must be divisible by nheads {nheads}")
+        self.d_model, self.nheads, self.dropout = d_model, nheads, dropout
+        self.in_proj_weight = nn.Parameter(torch.empty(3 * d_model, d_model))
+        self.in_proj_bias = nn.Parameter(torch.zeros(3 * d_model))
+        self.out_proj = nn.Linear(d_model, d_model)
+        self.record = False
+        nn.init.xavier_uniform_(self.in_proj_weight)
+        nn.init.zeros_(self.out_proj.bias)
+
+    def _heads(self, x: torch.Tensor) -> torch.Tensor:
+        b, n, _ = x.shape
+        return x.view(b, n, self.nheads, self.d_model // self.nheads).transpose(1, 2)
+
+    def forward(self, query, key, value, key_padding_mask=None, attn_mask=None):
+        d = self.d_model
+        w, b = self.in_proj_weight, self.in_proj_bias
+        if query is key:  # self-attention: one matmul for the query and key projections
+            q, k = F.linear(query, w[: 2 * d], b[: 2 * d]).chunk(2, dim=-1)
+        else:
+            q, k = F.linear(query, w[:d], b[:d]), F.linear(key, w[d : 2 * d], b[d : 2 * d])
+        v = F.linear(value, w[2 * d :], b[2 * d :])
+        q, k, v = self._heads(q), self._heads(k), self._heads(v)
+
+        allowed = _allowed(key_padding_mask, attn_mask)
+        out = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=allowed, dropout_p=self.dropout if self.training else 0.0)
+        out = self.out_proj(out.transpose(1, 2).reshape(query.shape[0], query.shape[1], d))
+
+        weights = None
+        if self.record:
+            scores = q @ k.transpose(-2, -1) * (d // self.nheads) ** -0.5
+            if allowed is not None:
+                scores = scores.masked_fill(~allowed, float("-inf"))
+            weights = scores.softmax(-1).detach()
+        return out, weights
+
+
+def _allowed(key_padding_mask, attn_mask):
+    """One boolean mask in the convention of ``scaled_dot_product_attention`` (True = may attend)."""
+    for name, m in (("key_padding_mask", key_padding_mask), ("attn_mask", attn_mask)):
+        if m is not None and m.dtype != torch.bool:
+            raise TypeError(f"{name} must be a bool tensor (True = may not attend), got {m.dtype}")
+    if key_padding_mask is None and attn_mask is None:
+        return None
+    blocked = key_padding_mask[:, None, None, :] if key_padding_mask is not None else False
+    if attn_mask is not None:
+        blocked = blocked | attn_mask
+    return ~blocked
+
+
+@contextmanager
+def record_attention(model: nn.Module):
+    """Record the attention weights of every :class:`Attention` in ``model`` during the block.
+
+    Yields a dict filled by forward hooks: module name (as in ``model.named_modules()``, e.g.
+    ``"transformer.decoder.layers.5.multihead_attn"``) -> weights ``[B, nheads, L, S]`` of its last call.
+    """
+    maps: dict[str, torch.Tensor] = {}
+    modules = {name: m for name, m in model.named_modules() if isinstance(m, Attention)}
+
+    def hook(name):
+        return lambda module, inputs, output: maps.__setitem__(name, output[1])
+
+    handles = [m.register_forward_hook(hook(name)) for name, m in modules.items()]
+    for m in modules.values():
+        m.record = True
+    try:
+        yield maps
+    finally:
+        for m in modules.values():
+            m.record = False
+        for h in handles:
+            h.remove()

@@ -1,0 +1,76 @@
+"""The CNN backbone: a torchvision ResNet whose last feature map becomes the transformer's input.
+
+As in DETR, BatchNorm is frozen (``FrozenBatchNorm2d``: fixed statistics and affine parameters),
+the stem and ``layer1`` are not trained, and ``dilation`` trades ``layer4``'s stride for a finer
+map. detrlib adds what a model trained from scratch on a CPU needs: ``stages`` cuts the ResNet
+short (4 -> stride 32, 3 -> 16, 2 -> 8), ``frozen_bn=False`` uses ordinary BatchNorm and
+``frozen_stages=0`` trains everything.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+import torchvision
+from torch import nn
+from torchvision.models._utils import IntermediateLayerGetter
+from torchvision.ops import FrozenBatchNorm2d
+
+RESNETS = {"resnet18": 64, "resnet34": 64, "resnet50": 256, "resnet101": 256}  # layer1's channels
+
+
+class Backbone(nn.Module):
+    """``(images [B, 3, H, W], mask [B, H, W] | None) -> (features [B, C, h, w], mask [B, h, w] | None)``."""
+
+    def __init__(self, name: str = "resnet50", stages: int = 4, dilation: bool = False,
+                 frozen_bn: bool = True, frozen_stages: int = 1, pretrained: bool = False):
+        super().__init__()
+        if name not in RESNETS:
+            raise ValueError(f"ModelConfig.backbone must be one of {sorted(RESNETS)}, got {name!r}")
+        if stages not in (1, 2, 3, 4):
+            raise ValueError(f"ModelConfig.backbone_stages must be 1 to 4, got {stages}")
+        if not 0 <= frozen_stages <= 4:
+            raise ValueError(f"ModelConfig.frozen_stages must be 0 to 4, got {frozen_stages}")
+        if dilation and (stages < 4 or RESNETS[name] == 64):
+            raise ValueError("ModelConfig.dilation dilates layer4 of a bottleneck ResNet: it needs "
+                             "backbone_stages=4 and resnet50 or resnet101")
+        weights = torchvision.models.get_model_weights(name).IMAGENET1K_V1 if pretrained else None
+        resnet = getattr(torchvision.models, name)(
+            weights=weights, replace_stride_with_dilation=[False, False, dilation],
+            norm_layer=FrozenBatchNorm2d if frozen_bn else nn.BatchNorm2d)
+        # channels-last (NHWC) convolutions are much faster on CPUs (oneDNN) and on tensor cores
+        self.body = IntermediateLayerGetter(resnet, return_layers={f"layer{stages}": "0"}).to(
+            memory_format=torch.channels_last)
+        self.num_channels = RESNETS[name] * 2 ** (stages - 1)
+        self.frozen = []  # the stem and layer1..layerk when frozen_stages = k > 0
+        if frozen_stages:
+            self.frozen = ["conv1", "bn1"] + [f"layer{i}" for i in range(1, frozen_stages + 1)]
+        for pname, p in self.body.named_parameters():
+            if pname.split(".")[0] in self.frozen:
+                p.requires_grad_(False)
+
+    def train(self, mode: bool = True):
+        """Ordinary BatchNorm in a frozen stage keeps its running statistics too."""
+        super().train(mode)
+        for name in self.frozen:
+            getattr(self.body, name, nn.Identity()).train(False)
+        return self
+
+    def forward(self, images: torch.Tensor, mask: torch.Tensor | None = None):
+        features = self.body(images.contiguous(memory_format=torch.channels_last))["0"]
+        if mask is not None:
+            mask = F.interpolate(mask[None].float(), size=features.shape[-2:]).to(torch.bool)[0]
+        return features, mask
+
+
+class Joiner(nn.Sequential):
+    """Backbone and position encoding side by side, named ``backbone.0`` and ``backbone.1`` as in
+    the official checkpoint. Returns ``(features, mask, pos)``, ``pos [B or 1, d, h, w]``."""
+
+    def __init__(self, backbone: Backbone, position_embedding: nn.Module):
+        super().__init__(backbone, position_embedding)
+        self.num_channels = backbone.num_channels
+
+    def forward(self, images: torch.Tensor, mask: torch.Tensor | None = None):
+        features, mask = self[0](images, mask)
+        pos = self[1](features, mask).to(features.dtype)
+        return features, mask, pos

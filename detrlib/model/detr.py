@@ -1,0 +1,147 @@
+"""DETR: backbone -> transformer -> one class and one box per object query.
+
+``DETR.forward`` is three steps, each a method a variant can reuse (denoising, chapter 5, decodes
+extra queries with :meth:`DETR.image_tokens`, the transformer and :meth:`DETR.predict`):
+
+1. :meth:`image_tokens`: CNN features, projected to ``hidden_dim`` and flattened to tokens, with
+   their positions and padding mask;
+2. the transformer encodes the tokens and decodes the learned object queries;
+3. :meth:`predict`: a linear class head (``num_classes + 1`` logits, no-object last) and a
+   3-layer MLP box head (sigmoid ``cx, cy, w, h`` in [0, 1] of the unpadded image) on every
+   decoder layer's output.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torchvision.ops import box_convert
+
+from detrlib.config import ModelConfig
+from detrlib.model.backbone import Backbone, Joiner
+from detrlib.model.position_encoding import build_position_encoding
+from detrlib.model.transformer import Transformer
+
+
+class MLP(nn.Module):
+    """``num_layers`` linear layers with ReLU between them."""
+
+    def __init__(self, input_dim: int, hidden_dim: int, output_dim: int, num_layers: int):
+        super().__init__()
+        dims = [input_dim] + [hidden_dim] * (num_layers - 1)
+        self.layers = nn.ModuleList(nn.Linear(n, k) for n, k in zip(dims, dims[1:] + [output_dim]))
+
+    def forward(self, x):
+        for i, layer in enumerate(self.layers):
+            x = layer(x) if i == len(self.layers) - 1 else F.relu(layer(x))
+        return x
+
+
+class DETR(nn.Module):
+    """``model(images [B, 3, H, W] float, mask [B, H, W] bool, True = padding, or None)`` ->
+    ``{"pred_logits": [B, Q, C + 1], "pred_boxes": [B, Q, 4], "aux_outputs": [...]}``."""
+
+    def __init__(self, backbone: Joiner, transformer: Transformer, num_classes: int, num_queries: int,
+                 aux_loss: bool = True):
+        super().__init__()
+        self.num_classes, self.num_queries, self.aux_loss = num_classes, num_queries, aux_loss
+        self.transformer = transformer
+        hidden_dim = transformer.d_model
+        self.class_embed = nn.Linear(hidden_dim, num_classes + 1)
+        self.bbox_embed = MLP(hidden_dim, hidden_dim, 4, 3)
+        self.query_embed = nn.Embedding(num_queries, hidden_dim)
+        self.input_proj = nn.Conv2d(backbone.num_channels, hidden_dim, kernel_size=1)
+        self.backbone = backbone
+
+    def image_tokens(self, images: torch.Tensor, mask: torch.Tensor | None = None):
+        """``(tokens [B, hw, d], pos [B or 1, hw, d], padding [B, hw] | None, (h, w))``."""
+        check_inputs(images, mask)
+        features, mask, pos = self.backbone(images, mask)
+        src = self.input_proj(features)
+        h, w = src.shape[-2:]
+        tokens = src.flatten(2).transpose(1, 2)
+        pos = pos.flatten(2).transpose(1, 2)
+        return tokens, pos, (mask.flatten(1) if mask is not None else None), (h, w)
+
+    def predict(self, hs: torch.Tensor) -> dict:
+        """Heads on every decoder layer's output ``hs [layers, B, Q, d]``; the last layer is the answer."""
+        logits = self.class_embed(hs)
+        boxes = self.bbox_embed(hs).sigmoid()
+        out = {"pred_logits": logits[-1], "pred_boxes": boxes[-1]}
+        if self.aux_loss:
+            out["aux_outputs"] = [{"pred_logits": a, "pred_boxes": b} for a, b in zip(logits[:-1], boxes[:-1])]
+        return out
+
+    def forward(self, images: torch.Tensor, mask: torch.Tensor | None = None) -> dict:
+        tokens, pos, padding, _ = self.image_tokens(images, mask)
+        hs, _ = self.transformer(tokens, pos, padding, self.query_embed.weight)
+        return self.predict(hs)
+
+
+def check_inputs(images, mask) -> None:
+    """Clear errors for the usual mistakes: a list of images, uint8 pixels, a mask of the wrong shape."""
+    if isinstance(images, (list, tuple)):
+        sizes = sorted({tuple(im.shape[-2:]) for im in images if torch.is_tensor(im)})
+        raise TypeError(
+            f"DETR takes one padded batch tensor [B, 3, H, W], not a list of {len(images)} images "
+            f"(sizes {sizes}): pad them to a common size (detrlib.data.collate does) and pass "
+            "mask=True on the padded pixels")
+    if not torch.is_tensor(images) or images.dim() != 4 or images.shape[1] != 3:
+        shape = tuple(images.shape) if torch.is_tensor(images) else type(images).__name__
+        raise ValueError(f"images must be a float tensor [B, 3, H, W], got {shape}")
+    if not images.is_floating_point():
+        raise TypeError(f"images must be float (normalized pixels), got {images.dtype}: convert "
+                        "uint8 images with torchvision.transforms.v2.ToDtype(torch.float32, scale=True) "
+                        "and Normalize")
+    if mask is not None:
+        if mask.dtype != torch.bool:
+            raise TypeError(f"mask must be bool (True = padding), got {mask.dtype}")
+        if mask.shape != (images.shape[0], *images.shape[2:]):
+            raise ValueError(f"mask shape {tuple(mask.shape)} does not match images {tuple(images.shape)}: "
+                             "expected [B, H, W]")
+
+
+def build_model(cfg: ModelConfig, compile: bool = False) -> DETR:
+    """DETR as ``cfg`` describes it, with random weights (ImageNet ones for the backbone when
+    ``cfg.pretrained_backbone``). ``compile=True`` wraps the forward in ``torch.compile``; the
+    state_dict keeps its names."""
+    backbone = Backbone(cfg.backbone, cfg.backbone_stages, cfg.dilation, cfg.frozen_bn,
+                        cfg.frozen_stages, cfg.pretrained_backbone)
+    joiner = Joiner(backbone, build_position_encoding(cfg.position_embedding, cfg.hidden_dim))
+    transformer = Transformer(cfg.hidden_dim, cfg.nheads, cfg.enc_layers, cfg.dec_layers,
+                              cfg.dim_feedforward, cfg.dropout)
+    model = DETR(joiner, transformer, cfg.num_classes, cfg.num_queries, cfg.aux_loss)
+    if compile:
+        model.compile()
+    return model
+
+
+class PostProcess(nn.Module):
+    """Model outputs -> per image ``{"scores", "labels", "boxes"}``, best first.
+
+    Scores and labels ignore the no-object class; boxes become absolute ``x1, y1, x2, y2`` in the
+    size given for each image (its original size for evaluation). ``top_k`` keeps the best k
+    queries, ``threshold`` drops scores below it.
+    """
+
+    def __init__(self, threshold: float = 0.0, top_k: int | None = None):
+        super().__init__()
+        self.threshold, self.top_k = threshold, top_k
+
+    @torch.no_grad()
+    def forward(self, outputs: dict, target_sizes) -> list[dict]:
+        logits, boxes = outputs["pred_logits"], outputs["pred_boxes"]
+        sizes = torch.as_tensor(target_sizes, dtype=boxes.dtype, device=boxes.device)
+        if sizes.shape != (len(logits), 2):
+            raise ValueError(f"target_sizes must be [B, 2] (height, width) for {len(logits)} images, "
+                             f"got {tuple(sizes.shape)}")
+        scores, labels = logits.softmax(-1)[..., :-1].max(-1)
+        h, w = sizes.unbind(1)
+        scale = torch.stack([w, h, w, h], dim=1)[:, None, :]
+        boxes = box_convert(boxes, "cxcywh", "xyxy") * scale
+        results = []
+        for s, l, b in zip(scores, labels, boxes):
+            order = s.argsort(descending=True)[: self.top_k]
+            order = order[s[order] >= self.threshold]
+            results.append({"scores": s[order], "labels": l[order], "boxes": b[order]})
+        return results

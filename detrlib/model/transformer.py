@@ -1,0 +1,112 @@
+"""DETR's transformer: post-norm encoder and decoder layers, positions added at every layer.
+
+Unlike ``nn.Transformer``, DETR adds the position encoding to the queries and keys of *every*
+attention layer (not once to the input), and the decoder returns the output of every layer, each
+passed through the decoder's final LayerNorm, for the auxiliary losses. Tensors are batch first:
+image tokens ``[B, HW, d]``, queries ``[B, Q, d]``. Parameter names follow the official code.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from detrlib.model.attention import Attention
+
+
+class EncoderLayer(nn.Module):
+    def __init__(self, d_model: int, nheads: int, dim_feedforward: int, dropout: float):
+        super().__init__()
+        self.self_attn = Attention(d_model, nheads, dropout)
+        self.linear1 = nn.Linear(d_model, dim_feedforward)
+        self.dropout = nn.Dropout(dropout)
+        self.linear2 = nn.Linear(dim_feedforward, d_model)
+        self.norm1 = nn.LayerNorm(d_model)
+        self.norm2 = nn.LayerNorm(d_model)
+        self.dropout1 = nn.Dropout(dropout)
+        self.dropout2 = nn.Dropout(dropout)
+
+    def forward(self, src, pos, padding_mask=None):
+        q = src + pos
+        src = self.norm1(src + self.dropout1(self.self_attn(q, q, src, padding_mask)[0]))
+        ffn = self.linear2(self.dropout(F.relu(self.linear1(src))))
+        return self.norm2(src + self.dropout2(ffn))
+
+
+class DecoderLayer(nn.Module):
+    def __init__(self, d_model: int, nheads: int, dim_feedforward: int, dropout: float):
+        super().__init__()
+        self.self_attn = Attention(d_model, nheads, dropout)
+        self.multihead_attn = Attention(d_model, nheads, dropout)
+        self.linear1 = nn.Linear(d_model, dim_feedforward)
+        self.dropout = nn.Dropout(dropout)
+        self.linear2 = nn.Linear(dim_feedforward, d_model)
+        self.norm1 = nn.LayerNorm(d_model)
+        self.norm2 = nn.LayerNorm(d_model)
+        self.norm3 = nn.LayerNorm(d_model)
+        self.dropout1 = nn.Dropout(dropout)
+        self.dropout2 = nn.Dropout(dropout)
+        self.dropout3 = nn.Dropout(dropout)
+
+    def forward(self, tgt, memory, pos, query_pos, padding_mask=None, tgt_mask=None):
+        q = tgt + query_pos
+        tgt = self.norm1(tgt + self.dropout1(self.self_attn(q, q, tgt, attn_mask=tgt_mask)[0]))
+        attended = self.multihead_attn(tgt + query_pos, memory + pos, memory, padding_mask)[0]
+        tgt = self.norm2(tgt + self.dropout2(attended))
+        ffn = self.linear2(self.dropout(F.relu(self.linear1(tgt))))
+        return self.norm3(tgt + self.dropout3(ffn))
+
+
+class Encoder(nn.Module):
+    def __init__(self, num_layers: int, **layer_args):
+        super().__init__()
+        self.layers = nn.ModuleList(EncoderLayer(**layer_args) for _ in range(num_layers))
+
+    def forward(self, src, pos, padding_mask=None):
+        for layer in self.layers:
+            src = layer(src, pos, padding_mask)
+        return src
+
+
+class Decoder(nn.Module):
+    def __init__(self, num_layers: int, d_model: int, **layer_args):
+        super().__init__()
+        self.layers = nn.ModuleList(DecoderLayer(d_model, **layer_args) for _ in range(num_layers))
+        self.norm = nn.LayerNorm(d_model)
+
+    def forward(self, tgt, memory, pos, query_pos, padding_mask=None, tgt_mask=None):
+        """Returns every layer's output after the final norm: ``[num_layers, B, Q, d]``."""
+        outputs = []
+        for layer in self.layers:
+            tgt = layer(tgt, memory, pos, query_pos, padding_mask, tgt_mask)
+            outputs.append(self.norm(tgt))
+        return torch.stack(outputs)
+
+
+class Transformer(nn.Module):
+    def __init__(self, d_model=256, nhead=8, num_encoder_layers=6, num_decoder_layers=6,
+                 dim_feedforward=2048, dropout=0.1):
+        super().__init__()
+        args = dict(nheads=nhead, dim_feedforward=dim_feedforward, dropout=dropout)
+        self.encoder = Encoder(num_encoder_layers, d_model=d_model, **args)
+        self.decoder = Decoder(num_decoder_layers, d_model, **args)
+        self.d_model, self.nhead = d_model, nhead
+        for p in self.parameters():
+            if p.dim() > 1:
+                nn.init.xavier_uniform_(p)
+
+    def forward(self, src, pos, padding_mask, query_pos, tgt=None, tgt_mask=None):
+        """Encode image tokens ``src [B, HW, d]`` (positions ``pos``, True in ``padding_mask [B, HW]``
+        where padded), then decode the queries.
+
+        ``query_pos [Q, d]`` or ``[B, Q, d]`` are the learned object queries; ``tgt`` is the decoder's
+        content input (zeros in DETR); ``tgt_mask [Q, Q]`` (True = may not attend) restricts the
+        decoder's self-attention. Returns ``(hs [layers, B, Q, d], memory [B, HW, d])``.
+        """
+        memory = self.encoder(src, pos, padding_mask)
+        if query_pos.dim() == 2:
+            query_pos = query_pos.unsqueeze(0).expand(src.shape[0], -1, -1)
+        if tgt is None:
+            tgt = torch.zeros_like(query_pos)
+        hs = self.decoder(tgt, memory, pos, query_pos, padding_mask, tgt_mask)
+        return hs, memory
