@@ -22,22 +22,28 @@ PROFILES = ("smoke", "quick", "full")
 class DataConfig:
     """Where the images come from and how they are resized.
 
-    ``root`` holds a ``VOCdevkit/`` folder; an empty root means the generated toy VOC under
-    :func:`workdir`. A set is ``"<year folder>:<split>"``, e.g. ``"VOC2007:trainval"``.
+    ``root`` holds a ``VOCdevkit/`` folder (relative paths live under :func:`workdir`); an empty
+    root means the generated toy VOC, made once per setting under :func:`workdir`. A set is
+    ``"<year folder>:<split>"``, e.g. ``"VOC2007:trainval"``.
     """
 
     root: str = ""
+    download: bool = False  # fetch missing VOC archives into root (the full profile)
     train_sets: tuple[str, ...] = ("VOC2007:trainval", "VOC2012:trainval")
     val_sets: tuple[str, ...] = ("VOC2007:test",)
     toy_train: int = 0  # images the toy generator writes when root is empty
     toy_val: int = 0
     toy_seed: int = 0
+    toy_image_size: int = 128  # longer side of a toy image
+    toy_max_objects: int = 6
+    toy_clutter: float = 4.0  # decoys, lines and dots per toy image, on average
     train_scales: tuple[int, ...] = (480, 512, 544, 576, 608, 640, 672, 704, 736, 768, 800)
     max_size: int = 1333
     val_size: int = 800
     random_crop: bool = True
     keep_difficult: bool = False
-    longtail: str = ""  # name of an imbalance profile for the "modified VOC", "" keeps every image
+    longtail: str = ""  # imbalance profile of the "modified VOC" (exp50, step10, ...); "" keeps every image
+    longtail_seed: int = 0
     repeat_factor_t: float = 0.0  # LVIS repeat-factor threshold; 0 turns the sampler off
     num_workers: int = 2
 
@@ -154,7 +160,7 @@ class Config:
 def _full() -> Config:
     return Config(
         profile="full",
-        data=DataConfig(),
+        data=DataConfig(root="voc", download=True, longtail="exp50"),
         model=ModelConfig(num_classes=20),
         train=TrainConfig(
             epochs=50, lr_drop=40, batch_size=4, amp="off",
@@ -168,13 +174,13 @@ def _quick() -> Config:
         profile="quick",
         data=DataConfig(
             root="", train_sets=("VOCtoy:train",), val_sets=("VOCtoy:val",),
-            toy_train=2000, toy_val=200, train_scales=(128,), max_size=128, val_size=128,
+            toy_train=2000, toy_val=300, train_scales=(128,), max_size=128, val_size=128,
             random_crop=False, num_workers=0,
         ),
         model=ModelConfig(
             backbone="resnet18", backbone_stages=3, frozen_bn=False, frozen_stages=0,
             hidden_dim=128, nheads=8, enc_layers=2, dec_layers=2, dim_feedforward=512,
-            dropout=0.0, num_queries=20, num_classes=10,
+            dropout=0.0, num_queries=20, num_classes=12,
         ),
         train=TrainConfig(
             epochs=10, batch_size=16, lr=2e-4, lr_backbone=2e-4, lr_drop=8, eval_every=1,

@@ -6,6 +6,96 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 from matplotlib.patches import Rectangle
+from torchvision.ops import box_convert
+
+
+def class_colours(n: int) -> list:
+    cmap = plt.get_cmap("tab20" if n > 10 else "tab10")
+    return [cmap(i % cmap.N) for i in range(n)]
+
+
+def as_picture(image) -> np.ndarray:
+    """An ``[H, W, 3]`` array for ``imshow`` from a PIL image or a ``[3, H, W]`` tensor in [0, 1]."""
+    if isinstance(image, torch.Tensor):
+        return image.detach().cpu().permute(1, 2, 0).clamp(0, 1).numpy()
+    return np.asarray(image)
+
+
+def draw_boxes(ax, image, boxes, labels, classes, scores=None, dashed=None, linewidth: float = 1.5):
+    """Show ``image`` with ``boxes`` (``[N, 4]`` x1, y1, x2, y2 in pixels) named by ``classes[labels]``.
+
+    ``scores`` adds a confidence to each name; ``dashed`` (bool ``[N]``) draws some boxes dashed,
+    e.g. difficult ones.
+    """
+    ax.imshow(as_picture(image))
+    colours = class_colours(len(classes))
+    boxes = torch.as_tensor(boxes, dtype=torch.float32).reshape(-1, 4)
+    for i, (box, label) in enumerate(zip(boxes.tolist(), torch.as_tensor(labels).tolist())):
+        x1, y1, x2, y2 = box
+        style = "--" if dashed is not None and bool(dashed[i]) else "-"
+        ax.add_patch(Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, edgecolor=colours[label],
+                               linewidth=linewidth, linestyle=style))
+        text = classes[label] if scores is None else f"{classes[label]} {float(scores[i]):.2f}"
+        ax.text(x1, y1, text, fontsize=7, color="white", va="bottom",
+                bbox={"facecolor": colours[label], "alpha": 0.8, "pad": 1, "edgecolor": "none"})
+    ax.set_axis_off()
+
+
+def target_boxes(target) -> torch.Tensor:
+    """A DETR target's normalized cx, cy, w, h boxes as pixel corners of its (transformed) image."""
+    h, w = (int(v) for v in target["size"])
+    return box_convert(target["boxes"], "cxcywh", "xyxy") * torch.tensor([w, h, w, h])
+
+
+def show_item(ax, image, target, classes, title: str | None = None):
+    """A dataset item (image already in [0, 1], see ``denormalize``) with its target boxes."""
+    draw_boxes(ax, image, target_boxes(target), target["labels"], classes, dashed=target.get("difficult"))
+    if title:
+        ax.set_title(title, fontsize=8)
+
+
+def record_grid(dataset, indices, ncols: int = 4, size: float = 2.6, title: str = ""):
+    """Original images of a VOC dataset with all their boxes (difficult ones dashed)."""
+    from detrlib.data.voc import load_image
+
+    nrows = -(-len(indices) // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(ncols * size, nrows * size), squeeze=False)
+    for ax in axes.flat:
+        ax.set_axis_off()
+    for ax, i in zip(axes.flat, indices):
+        r = dataset.records[i]
+        draw_boxes(ax, load_image(r.image_path), r.boxes, r.labels, dataset.classes, dashed=r.difficult)
+        ax.set_title(r.name, fontsize=8)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def plot_class_histogram(ax, counts: dict, head=(), tail=(), title: str = "", **bar):
+    """Objects per class, most frequent first, head and tail classes coloured."""
+    names = sorted(counts, key=lambda c: -counts[c])
+    colours = ["tab:red" if n in head else "tab:blue" if n in tail else "tab:gray" for n in names]
+    ax.bar(range(len(names)), [counts[n] for n in names], color=colours, **bar)
+    ax.set_xticks(range(len(names)), names, rotation=70, ha="right", fontsize=8)
+    ax.set_ylabel("objects")
+    if head or tail:
+        ax.legend(handles=[Rectangle((0, 0), 1, 1, color=c) for c in ("tab:red", "tab:gray", "tab:blue")],
+                  labels=["head", "middle", "tail"], fontsize=8)
+    ax.set_title(title, fontsize=10)
+
+
+def plot_box_sizes(ax, areas, title: str = "box sizes"):
+    """Histogram of box sides (square root of the area, pixels), with COCO's small/medium/large lines."""
+    sides = np.sqrt(np.asarray(areas, dtype=float))
+    ax.hist(sides, bins=40, color="tab:green")
+    for limit, name in ((32, "small | medium"), (96, "medium | large")):
+        if sides.size and limit <= sides.max() * 1.2:
+            ax.axvline(limit, color="black", linestyle="--", linewidth=1)
+            ax.text(limit, ax.get_ylim()[1] * 0.95, f" {name}", fontsize=8, va="top")
+    ax.set_xlabel("sqrt(box area), pixels of the original image")
+    ax.set_ylabel("objects")
+    ax.set_title(title, fontsize=10)
 
 # ---------------------------------------------------------------------------------------------
 # Matching (chapter 3): cost matrices and assignments
@@ -102,15 +192,11 @@ def plot_layer_assignments(layers: list[tuple], tgt_boxes, image=None, tgt_names
 # ---------------------------------------------------------------- model pictures (chapter 2):
 # predictions, position encodings, encoder and decoder attention
 
-_IMAGENET_MEAN = torch.tensor([0.485, 0.456, 0.406])
-_IMAGENET_STD = torch.tensor([0.229, 0.224, 0.225])
+def _picture(image) -> np.ndarray:
+    """A DETR input (ImageNet-normalized ``[3, H, W]``) as an ``[H, W, 3]`` picture in [0, 1]."""
+    from detrlib.data.transforms import denormalize
 
-
-def _rgb(image) -> np.ndarray:
-    """``[3, H, W]`` float tensor, ImageNet-normalized (as DETR's inputs are) -> ``[H, W, 3]`` in [0, 1]."""
-    image = image.detach().float().cpu()
-    rgb = image * _IMAGENET_STD[:, None, None] + _IMAGENET_MEAN[:, None, None]
-    return rgb.clamp(0, 1).permute(1, 2, 0).numpy()
+    return as_picture(denormalize(image.detach().float().cpu()))
 
 
 def _axes(ax):
@@ -121,17 +207,11 @@ def plot_predictions(image, result: dict, class_names=None, ax=None, title: str 
     """Boxes of one image's :class:`~detrlib.model.PostProcess` result (absolute ``x1, y1, x2, y2``
     in the pixels of ``image``) with class and score."""
     ax = _axes(ax)
-    ax.imshow(_rgb(image))
-    colors = plt.cm.tab10.colors
-    for box, label, score in zip(result["boxes"].tolist(), result["labels"].tolist(), result["scores"].tolist()):
-        x1, y1, x2, y2 = box
-        color = colors[label % len(colors)]
-        ax.add_patch(plt.Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, color=color, lw=2))
-        name = class_names[label] if class_names is not None else str(label)
-        ax.text(x1, y1, f"{name} {score:.2f}", color="white", fontsize=8, va="bottom",
-                bbox=dict(facecolor=color, alpha=0.8, pad=1, lw=0))
+    labels = result["labels"]
+    if class_names is None:
+        class_names = [str(i) for i in range(int(labels.max()) + 1 if len(labels) else 1)]
+    draw_boxes(ax, _picture(image), result["boxes"], labels, class_names, scores=result["scores"], linewidth=2)
     ax.set_title(title)
-    ax.axis("off")
     return ax
 
 
@@ -151,7 +231,7 @@ def plot_position_encoding(pos, channels=(0, 1, 20, 64, 65, 84), title: str = ""
 
 def _heatmap(ax, image, weights, feature_shape):
     """``weights [h*w]`` over the feature grid, stretched over the (padded) image shown in grey."""
-    grey = _rgb(image).mean(-1)
+    grey = _picture(image).mean(-1)
     h, w = feature_shape
     ax.imshow(grey, cmap="gray", vmin=0, vmax=1)
     ax.imshow(weights.detach().float().cpu().reshape(h, w).numpy(), cmap="inferno", alpha=0.7,
@@ -164,7 +244,7 @@ def plot_encoder_attention(image, weights, feature_shape, pixels, stride: int):
     the feature cell under each ``(y, x)`` image pixel; ``stride`` is the backbone's."""
     h, w = feature_shape
     fig, axes = plt.subplots(1, len(pixels) + 1, figsize=(3.2 * (len(pixels) + 1), 3.4))
-    axes[0].imshow(_rgb(image))
+    axes[0].imshow(_picture(image))
     axes[0].set_title("image and chosen pixels", fontsize=9)
     axes[0].axis("off")
     for i, ((y, x), ax) in enumerate(zip(pixels, axes[1:])):

@@ -1,0 +1,75 @@
+"""Data: VOC-format reading, the generated toy VOC, the long-tailed subset, transforms, batching.
+
+``build_dataset(cfg.data, "train")`` and ``build_loader(dataset, batch_size, train=True)`` are all
+a training script needs; the modules below are the pieces they put together.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from detrlib.config import DataConfig, workdir
+from detrlib.data.batching import RepeatFactorSampler, collate, repeat_factors
+from detrlib.data.download import archives_for, download_voc
+from detrlib.data.longtail import longtail_sets
+from detrlib.data.toy import TOY_CLASSES, ToySpec, ensure_toy_voc
+from detrlib.data.transforms import build_train_transforms, build_val_transforms, denormalize
+from detrlib.data.voc import VOC_CLASSES, DataError, VOCDataset, parse_sets
+
+__all__ = [
+    "VOC_CLASSES", "TOY_CLASSES", "DataError", "VOCDataset", "build_dataset", "build_loader", "collate",
+    "data_root", "denormalize", "toy_spec",
+]
+
+
+def toy_spec(cfg: DataConfig) -> ToySpec:
+    return ToySpec(image_size=cfg.toy_image_size, max_objects=cfg.toy_max_objects, clutter=cfg.toy_clutter)
+
+
+def data_root(cfg: DataConfig) -> Path:
+    """The folder holding ``VOCdevkit``: the toy VOC (generated once per setting) when ``cfg.root``
+    is empty, else ``cfg.root`` (relative paths live under ``workdir()``), downloaded into when
+    ``cfg.download`` is set and the sets are missing."""
+    if not cfg.root:
+        if cfg.toy_train + cfg.toy_val == 0:
+            raise DataError("data.root is empty and data.toy_train/toy_val are 0: set data.root to a folder "
+                            "holding VOCdevkit, or give the toy VOC some images")
+        return ensure_toy_voc(workdir() / "toy", cfg.toy_train, cfg.toy_val, cfg.toy_seed, toy_spec(cfg))
+    root = Path(cfg.root).expanduser()
+    root = root if root.is_absolute() else workdir() / root
+    if cfg.download:
+        wanted = [s for s in (*cfg.train_sets, *cfg.val_sets)
+                  if not (root / "VOCdevkit" / s.split(":")[0] / "ImageSets" / "Main" / f"{s.split(':')[1]}.txt").exists()]
+        if wanted:
+            download_voc(root, archives_for(wanted))
+    return root
+
+
+def build_dataset(cfg: DataConfig, split: str) -> VOCDataset:
+    """The ``"train"`` sets (long-tailed when ``cfg.longtail`` names a profile) with the training
+    transforms, or the ``"val"`` sets with the validation transforms."""
+    if split not in ("train", "val"):
+        raise ValueError(f"split must be 'train' or 'val', got {split!r}")
+    root = data_root(cfg)
+    train = split == "train"
+    sets = parse_sets(root, cfg.train_sets if train else cfg.val_sets)
+    if train and cfg.longtail:
+        sets = longtail_sets(sets, cfg.longtail, cfg.longtail_seed)
+    transforms = build_train_transforms(cfg) if train else build_val_transforms(cfg)
+    return VOCDataset(sets, transforms, keep_difficult=cfg.keep_difficult)
+
+
+def build_loader(dataset: VOCDataset, batch_size: int, train: bool, num_workers: int = 0,
+                 repeat_factor_t: float = 0.0, seed: int = 0) -> torch.utils.data.DataLoader:
+    """Batches of :func:`collate`. Training shuffles (reproducibly from ``seed``), or draws with
+    LVIS repeat factors when ``repeat_factor_t > 0``, and drops the last incomplete batch."""
+    sampler = None
+    if train and repeat_factor_t > 0:
+        labels = [r.labels if dataset.keep_difficult else r.labels[~r.difficult] for r in dataset.records]
+        sampler = RepeatFactorSampler(repeat_factors(labels, repeat_factor_t), seed=seed)
+    return torch.utils.data.DataLoader(
+        dataset, batch_size=batch_size, shuffle=train and sampler is None, sampler=sampler,
+        collate_fn=collate, num_workers=num_workers, drop_last=train, persistent_workers=num_workers > 0,
+        generator=torch.Generator().manual_seed(seed) if train else None,
+    )

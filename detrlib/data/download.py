@@ -1,0 +1,142 @@
+"""PASCAL VOC for the full profile: download with md5 checks, resume and mirrors, then extract.
+
+Each archive is tried from its mirrors in order. A partial download (``<file>.part``) is resumed
+with an HTTP ``Range`` request where the server allows it, and restarted where it does not. A file
+whose md5 differs is deleted and the next mirror tried. Archives are kept in ``download_dir``
+(default ``workdir()/downloads``) and extracted into ``root``, which may be a mounted Drive.
+"""
+from __future__ import annotations
+
+import hashlib
+import tarfile
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+from tqdm.auto import tqdm
+
+from detrlib.config import workdir
+
+
+@dataclass(frozen=True)
+class Archive:
+    filename: str
+    md5: str
+    mirrors: tuple[str, ...]
+    sets: tuple[str, ...]  # the "YEAR:split" sets it holds
+
+
+def _mirrors(path: str, filename: str) -> tuple[str, ...]:
+    return (
+        f"https://thor.robots.ox.ac.uk/pascal/VOC/{path}/{filename}",  # the official host
+        f"http://host.robots.ox.ac.uk/pascal/VOC/{path}/{filename}",  # its old name
+        f"https://pjreddie.com/media/files/{filename}",  # the YOLO authors' copy
+    )
+
+
+VOC_ARCHIVES = {
+    "VOC2007-trainval": Archive("VOCtrainval_06-Nov-2007.tar", "c52e279531787c972589f7e41ab4ae64",
+                                _mirrors("voc2007", "VOCtrainval_06-Nov-2007.tar"),
+                                ("VOC2007:train", "VOC2007:val", "VOC2007:trainval")),
+    "VOC2007-test": Archive("VOCtest_06-Nov-2007.tar", "b6e924de25625d8de591ea690078ad9f",
+                            _mirrors("voc2007", "VOCtest_06-Nov-2007.tar"), ("VOC2007:test",)),
+    "VOC2012-trainval": Archive("VOCtrainval_11-May-2012.tar", "6cd6e144f989b92b3379bac3b3de84fd",
+                                _mirrors("voc2012", "VOCtrainval_11-May-2012.tar"),
+                                ("VOC2012:train", "VOC2012:val", "VOC2012:trainval")),
+}
+
+
+class DownloadError(RuntimeError):
+    """Every mirror of an archive failed."""
+
+
+def md5sum(path: Path, chunk: int = 1 << 20) -> str:
+    digest = hashlib.md5()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _fetch(url: str, part: Path, timeout: float) -> None:
+    """Append the rest of ``url`` to ``part`` (or start it over when the server ignores Range)."""
+    offset = part.stat().st_size if part.exists() else 0
+    request = urllib.request.Request(url, headers={"Range": f"bytes={offset}-"} if offset else {})
+    with urllib.request.urlopen(request, timeout=timeout) as response:
+        if offset and response.status != 206:
+            offset = 0
+        size = response.headers.get("Content-Length")
+        total = offset + int(size) if size else None
+        with open(part, "ab" if offset else "wb") as f, tqdm(total=total, initial=offset, unit="B", unit_scale=True,
+                                                            unit_divisor=1024, desc=part.name[:-5]) as bar:
+            while block := response.read(1 << 20):
+                f.write(block)
+                bar.update(len(block))
+
+
+def download(urls, dest: Path, md5: str, timeout: float = 60) -> Path:
+    """``dest``, downloaded from the first of ``urls`` that delivers a file with this md5."""
+    dest = Path(dest)
+    if dest.exists() and md5sum(dest) == md5:
+        return dest
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    part = dest.with_name(dest.name + ".part")
+    errors = []
+    for url in urls:
+        try:
+            _fetch(url, part, timeout)
+        except urllib.error.HTTPError as e:
+            if e.code != 416:  # 416: nothing left to send, the part may be complete
+                errors.append(f"{url}: HTTP {e.code} {e.reason}")
+                continue
+        except (urllib.error.URLError, OSError) as e:
+            errors.append(f"{url}: {getattr(e, 'reason', e)}")
+            continue
+        if md5sum(part) == md5:
+            part.replace(dest)
+            return dest
+        errors.append(f"{url}: md5 mismatch (the file is damaged or not the expected one)")
+        part.unlink()
+    raise DownloadError(
+        f"could not download {dest.name} from any mirror:\n  " + "\n  ".join(errors)
+        + f"\nWhat to do: check the network, or fetch {dest.name} (md5 {md5}) by any means, put it at {dest} "
+        "and run again; or point data.root at a folder that already holds VOCdevkit.")
+
+
+def extract(archive: Path, root: Path) -> None:
+    """Unpack a tar archive into ``root`` (VOC's archives hold ``VOCdevkit/<year>/...``)."""
+    if not hasattr(tarfile, "data_filter"):
+        raise RuntimeError("extracting archives safely needs Python 3.10.12+, 3.11.4+ or 3.12+: upgrade Python")
+    root.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(archive) as tar:
+        members = tar.getmembers()
+        for member in tqdm(members, desc=f"extracting {archive.name}", unit="file", mininterval=1):
+            tar.extract(member, root, filter="data")  # refuses absolute paths and ../ escapes
+
+
+def archives_for(sets) -> list[str]:
+    """Names of the archives holding these ``"YEAR:split"`` sets."""
+    names = []
+    for spec in sets:
+        found = [name for name, a in VOC_ARCHIVES.items() if spec in a.sets]
+        if not found:
+            known = sorted(s for a in VOC_ARCHIVES.values() for s in a.sets)
+            raise ValueError(f"no VOC archive holds {spec!r}; downloadable sets: {', '.join(known)}")
+        names += [n for n in found if n not in names]
+    return names
+
+
+def download_voc(root, names=tuple(VOC_ARCHIVES), download_dir=None, archives=VOC_ARCHIVES) -> Path:
+    """Download (once) and extract (once) the named VOC archives into ``root``; returns ``root``."""
+    root = Path(root).expanduser()
+    download_dir = Path(download_dir) if download_dir else workdir() / "downloads"
+    for name in names:
+        archive = archives[name]
+        done = root / "VOCdevkit" / f".{archive.filename}.extracted"
+        if done.exists():
+            continue
+        path = download(archive.mirrors, download_dir / archive.filename, archive.md5)
+        extract(path, root)
+        done.write_text(archive.md5 + "\n")
+    return root

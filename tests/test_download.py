@@ -1,0 +1,132 @@
+"""Downloads against a local http.server: mirrors in order, resume, md5, extraction, failure."""
+import functools
+import hashlib
+import http.server
+import io
+import tarfile
+import threading
+
+import pytest
+
+from detrlib.data.download import Archive, DownloadError, archives_for, download, download_voc
+from detrlib.data.voc import VOCDataset, parse_sets
+from vocfiles import obj, write_voc
+
+
+class RangeHandler(http.server.SimpleHTTPRequestHandler):
+    """Serves files, honouring ``Range: bytes=N-`` when the server allows it."""
+
+    ranges = True
+    seen = []
+
+    def log_message(self, *args):
+        pass
+
+    def do_GET(self):
+        self.seen.append((self.path, self.headers.get("Range")))
+        path = self.translate_path(self.path)
+        try:
+            data = open(path, "rb").read()
+        except OSError:
+            self.send_error(404)
+            return
+        start = 0
+        if self.ranges and self.headers.get("Range", "").startswith("bytes="):
+            start = int(self.headers["Range"][6:].split("-")[0])
+            if start >= len(data):
+                self.send_error(416)
+                return
+            self.send_response(206)
+            self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
+        else:
+            self.send_response(200)
+        self.send_header("Content-Length", str(len(data) - start))
+        self.end_headers()
+        self.wfile.write(data[start:])
+
+
+@pytest.fixture
+def server(tmp_path):
+    served = tmp_path / "served"
+    served.mkdir()
+    handler = type("Handler", (RangeHandler,), {"seen": [], "ranges": True})
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(handler, directory=str(served)))
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}", served, handler
+    httpd.shutdown()
+
+
+@pytest.fixture
+def voc_tarball(tmp_path):
+    """A small VOCdevkit tarball like VOC's own, and its md5."""
+    src = tmp_path / "src"
+    write_voc(src, "VOC2007", "trainval", {"000001": (40, 30, [obj("cat", (2, 2, 20, 20))]),
+                                           "000002": (40, 30, [obj("dog", (5, 5, 30, 25))])})
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        tar.add(src / "VOCdevkit", arcname="VOCdevkit")
+    data = buffer.getvalue()
+    return data, hashlib.md5(data).hexdigest()
+
+
+def test_mirrors_are_tried_in_order_and_the_archive_extracts_into_root(server, voc_tarball, tmp_path):
+    url, served, handler = server
+    data, md5 = voc_tarball
+    (served / "voc.tar").write_bytes(data)
+    archives = {"VOC2007-trainval": Archive("voc.tar", md5, (f"{url}/missing/voc.tar", f"{url}/voc.tar"),
+                                            ("VOC2007:trainval",))}
+    root = download_voc(tmp_path / "drive", ["VOC2007-trainval"], tmp_path / "dl", archives)
+    assert [p for p, _ in handler.seen] == ["/missing/voc.tar", "/voc.tar"]
+    ds = VOCDataset(parse_sets(root, ["VOC2007:trainval"]))
+    assert len(ds) == 2
+    download_voc(tmp_path / "drive", ["VOC2007-trainval"], tmp_path / "dl", archives)  # done: no new request
+    assert len(handler.seen) == 2
+
+
+def test_partial_download_resumes_with_a_range_request(server, voc_tarball, tmp_path):
+    url, served, handler = server
+    data, md5 = voc_tarball
+    (served / "voc.tar").write_bytes(data)
+    dest = tmp_path / "dl" / "voc.tar"
+    dest.parent.mkdir()
+    (tmp_path / "dl" / "voc.tar.part").write_bytes(data[:5000])
+    download([f"{url}/voc.tar"], dest, md5)
+    assert handler.seen == [("/voc.tar", "bytes=5000-")]
+    assert dest.read_bytes() == data and not (tmp_path / "dl" / "voc.tar.part").exists()
+
+
+def test_server_without_ranges_restarts_the_download(server, voc_tarball, tmp_path):
+    url, served, handler = server
+    handler.ranges = False
+    data, md5 = voc_tarball
+    (served / "voc.tar").write_bytes(data)
+    (tmp_path / "voc.tar.part").write_bytes(b"x" * 100)
+    assert download([f"{url}/voc.tar"], tmp_path / "voc.tar", md5).read_bytes() == data
+
+
+def test_md5_mismatch_moves_on_to_the_next_mirror(server, voc_tarball, tmp_path):
+    url, served, handler = server
+    data, md5 = voc_tarball
+    (served / "bad.tar").write_bytes(data[:-10] + b"0123456789")
+    (served / "good.tar").write_bytes(data)
+    download([f"{url}/bad.tar", f"{url}/good.tar"], tmp_path / "voc.tar", md5)
+    assert (tmp_path / "voc.tar").read_bytes() == data
+
+
+def test_every_mirror_failing_gives_one_clear_message(server, tmp_path):
+    url, served, handler = server
+    (served / "bad.tar").write_bytes(b"not the archive")
+    with pytest.raises(DownloadError) as info:
+        download([f"{url}/gone.tar", f"{url}/bad.tar", "http://127.0.0.1:9/x.tar"], tmp_path / "voc.tar", "0" * 32)
+    message = str(info.value)
+    assert "could not download voc.tar from any mirror" in message
+    assert f"{url}/gone.tar: HTTP 404" in message and "md5 mismatch" in message and "127.0.0.1:9" in message
+    assert "What to do" in message and str(tmp_path / "voc.tar") in message
+    assert not (tmp_path / "voc.tar.part").exists()
+
+
+def test_archives_for_sets():
+    assert archives_for(["VOC2007:trainval", "VOC2012:trainval", "VOC2007:test"]) == [
+        "VOC2007-trainval", "VOC2012-trainval", "VOC2007-test"]
+    with pytest.raises(ValueError, match="no VOC archive holds 'VOC2010:train'"):
+        archives_for(["VOC2010:train"])
