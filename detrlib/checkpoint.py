@@ -1,4 +1,5 @@
-"""Checkpoints: the official DETR weights into a detrlib model.
+"""Checkpoints: the official DETR weights into a detrlib model, and training runs that survive a
+Colab disconnect.
 
 ``load_official_checkpoint`` reads ``detr-r50-e632da11.pth`` (``{"model": state_dict}``) from a path
 or URL and fits it to the target model: it replaces the class head when the class count differs
@@ -6,13 +7,22 @@ or URL and fits it to the target model: it replaces the class head when the clas
 encoder/decoder layers when the target is smaller, and refuses anything else that does not fit,
 naming the tensors. The returned :class:`LoadReport` lists every tensor loaded, sliced, dropped or
 newly initialized.
+
+A run checkpoint is written to a temporary file and renamed into place, so a run killed mid-write
+leaves the previous checkpoint intact. Resuming restores everything a run needs to continue as if it
+had never stopped: model, optimizer, scheduler, AMP scaler, every RNG state, epoch, step and the
+metrics history. Loading uses ``weights_only=True``: a checkpoint is data, never code.
 """
 from __future__ import annotations
 
+import os
+import random
 import re
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -141,3 +151,117 @@ def load_official_checkpoint(model: nn.Module, path_or_url: str | Path) -> LoadR
                          + "\n  ".join(problems[:20]) + ("\n  ..." if len(problems) > 20 else ""))
     model.load_state_dict({k: v.to(target[k].dtype) for k, v in merged.items()}, strict=True)
     return report
+
+
+# --- run checkpoints ---------------------------------------------------------------------------------
+
+_NAME = re.compile(r"^ckpt-(\d{8})\.pt$")
+
+
+def rng_state() -> dict:
+    """Every random number generator a training step touches, as plain tensors and lists."""
+    version, mt, gauss = random.getstate()
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    state = {
+        "python": [version, list(mt), gauss],
+        "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, cached],
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    version, mt, gauss = state["python"]
+    random.setstate((version, tuple(mt), gauss))
+    kind, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _all_finite(state_dict: dict) -> bool:
+    return all(torch.isfinite(t).all() for t in state_dict.values() if t.is_floating_point())
+
+
+def _atomic_save(state: dict, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    with open(tmp, "wb") as f:
+        torch.save(state, f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    return path
+
+
+def save_checkpoint(state: dict, directory: str | Path, step: int, keep_last: int = 2) -> Path:
+    """Atomically write ``state`` as ``ckpt-<step>.pt`` and delete all but the newest ``keep_last``.
+
+    Refuses (raises) when the model weights are not finite: a broken checkpoint must never replace
+    a good one.
+    """
+    if not _all_finite(state["model"]):
+        raise FloatingPointError(f"refusing to write checkpoint at step {step}: the model has NaN/inf weights")
+    path = _atomic_save(state, Path(directory) / f"ckpt-{step:08d}.pt")
+    for old in list_checkpoints(directory)[:-keep_last] if keep_last > 0 else []:
+        old.unlink()
+    return path
+
+
+def save_best(state: dict, directory: str | Path) -> Path:
+    """Atomically write the best checkpoint so far as ``best.pt`` (model, config and metrics)."""
+    return _atomic_save(state, Path(directory) / "best.pt")
+
+
+def list_checkpoints(directory: str | Path) -> list[Path]:
+    """Resumable checkpoints in ``directory``, oldest first."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        return []
+    return sorted(p for p in directory.iterdir() if _NAME.match(p.name))
+
+
+def load_checkpoint(path: str | Path, map_location="cpu") -> dict:
+    return torch.load(path, map_location=map_location, weights_only=True)
+
+
+def load_latest(directory: str | Path, map_location="cpu") -> dict | None:
+    """The newest checkpoint that loads, falling back (with a warning) past corrupt ones; None if none."""
+    for path in reversed(list_checkpoints(directory)):
+        try:
+            state = load_checkpoint(path, map_location)
+        except Exception as err:  # a truncated or corrupt file: try the one before
+            warnings.warn(f"checkpoint {path} is unreadable ({type(err).__name__}: {err}); "
+                          "falling back to the previous one", stacklevel=2)
+            continue
+        state["path"] = str(path)
+        return state
+    return None
+
+
+def load_trained(path: str | Path, map_location="cpu"):
+    """``(model, config, state)`` from a run checkpoint, ``best.pt``, or a run folder (its ``best.pt``,
+    else its newest checkpoint)."""
+    from detrlib.config import Config
+    from detrlib.model import build_model
+
+    path = Path(path)
+    if path.is_dir():
+        best = path / "checkpoints" / "best.pt"
+        state = load_checkpoint(best, map_location) if best.exists() else load_latest(path / "checkpoints", map_location)
+        if state is None:
+            raise FileNotFoundError(f"{path} holds no checkpoint (looked in {path / 'checkpoints'}): train first")
+    elif path.exists():
+        state = load_checkpoint(path, map_location)
+    else:
+        raise FileNotFoundError(f"checkpoint {path} does not exist")
+    if "config" not in state:
+        raise ValueError(f"{path} is not a detrlib run checkpoint (no 'config'); for the official DETR "
+                         "weights use load_official_checkpoint")
+    cfg = Config.from_dict(state["config"])
+    model = build_model(cfg.model)
+    model.load_state_dict(state["model"])
+    return model.eval(), cfg, state

@@ -75,6 +75,143 @@ def _download(args: argparse.Namespace) -> int:
     return 0
 
 
+def _config_from_args(args: argparse.Namespace):
+    from detrlib.config import get_profile
+
+    cfg = get_profile(args.profile)
+    changes = {
+        "data.root": args.data, "data.train_sets": args.train_sets and tuple(args.train_sets),
+        "data.val_sets": args.val_sets and tuple(args.val_sets), "train.epochs": args.epochs,
+        "train.max_steps": args.max_steps, "train.batch_size": args.batch_size, "train.lr": args.lr,
+        "train.amp": args.amp, "train.seed": args.seed, "train.init_checkpoint": args.init_checkpoint,
+        "train.checkpoint_every": args.checkpoint_every, "model.dn_groups": args.dn_groups,
+        "model.dec_layers": args.dec_layers, "model.num_queries": args.num_queries,
+    }
+    changes = {k: v for k, v in changes.items() if v is not None}
+    if args.data is not None and cfg.data.toy_train:  # a given folder replaces the generated toy VOC
+        changes.setdefault("data.train_sets", ("VOC2007:trainval", "VOC2012:trainval"))
+        changes.setdefault("data.val_sets", ("VOC2007:test",))
+    for item in args.set or []:
+        key, _, value = item.partition("=")
+        changes[key] = _parse_value(value)
+    return cfg.replace(**changes)
+
+
+def _parse_value(text: str):
+    import json
+
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError:
+        return text
+    return tuple(value) if isinstance(value, list) else value
+
+
+def _train(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    import torch
+
+    from detrlib.checkpoint import list_checkpoints
+    from detrlib.engine import read_metrics, run_dir, train
+
+    cfg = _config_from_args(args)
+    out = run_dir(cfg) if args.out is None else Path(args.out)
+    if list_checkpoints(out / "checkpoints") and not args.resume:
+        print(f"python -m detrlib train: {out} already holds checkpoints: pass --resume to continue that run, "
+              "or choose another --out", file=sys.stderr)
+        return 1
+    print(cfg.describe())
+    try:
+        train(cfg, out, resume=args.resume)
+    except torch.cuda.OutOfMemoryError:
+        print(f"python -m detrlib train: the GPU ran out of memory at batch size {cfg.train.batch_size}: "
+              "lower --batch-size (and raise --set train.grad_accum_steps=N to keep the same effective "
+              "batch), or turn on mixed precision with --amp auto", file=sys.stderr)
+        return 1
+    except FloatingPointError as err:
+        print(f"python -m detrlib train: {err}", file=sys.stderr)
+        return 1
+    last = read_metrics(out)[-1:] or [{}]
+    print(f"run folder: {out} (AP50 {last[0].get('AP50')}, checkpoints in {out / 'checkpoints'})")
+    return 0
+
+
+def _eval(args: argparse.Namespace) -> int:
+    from detrlib.checkpoint import load_trained
+    from detrlib.config import pick_device
+    from detrlib.data import build_dataset, build_loader
+    from detrlib.engine import predict, to_json
+    from detrlib.evaluate import evaluate_detections, ground_truth, save_results
+    from detrlib.model import PostProcess
+
+    model, cfg, _ = load_trained(args.checkpoint)
+    if args.data is not None:
+        cfg = cfg.replace(**{"data.root": args.data, "data.val_sets": tuple(args.split or ("VOC2007:test",))})
+    elif args.split:
+        cfg = cfg.replace(**{"data.val_sets": tuple(args.split)})
+    device = pick_device(args.device)
+    dataset = build_dataset(cfg.data, "val")
+    loader = build_loader(dataset, cfg.train.batch_size, train=False, num_workers=cfg.data.num_workers)
+    predictions = predict(model.to(device), loader, PostProcess(), device)
+    metrics = evaluate_detections(ground_truth(dataset), predictions, list(dataset.classes), voc07=args.voc07)
+    if args.save_results:
+        save_results(predictions, args.save_results)
+    if args.json:
+        print(to_json(metrics))
+        return 0
+    print(f"{len(dataset)} images of {dataset.describe_sets()}, checkpoint {args.checkpoint}")
+    for key in ["AP50", "AP", "AP75", "APs", "APm", "APl", "AR100"] + (["AP50_voc07"] if args.voc07 else []):
+        print(f"{key:<11}{metrics[key]:.4f}")
+    print("per-class AP50: " + ", ".join(f"{k} {v:.3f}" for k, v in metrics["per_class_AP50"].items()))
+    return 0
+
+
+def _predict(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import torch
+
+    from detrlib.checkpoint import load_trained
+    from detrlib.data import collate
+    from detrlib.data.transforms import build_val_transforms
+    from detrlib.data.voc import load_image
+    from detrlib.model import PostProcess
+    from detrlib.viz import draw_boxes
+
+    model, cfg, _ = load_trained(args.checkpoint)
+    classes = _class_names(cfg)
+    transform = build_val_transforms(cfg.data)
+    postprocess = PostProcess(threshold=args.threshold)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    for path in map(Path, args.images):
+        image = load_image(path)
+        tensor, _ = transform(image, {})
+        images, mask, _ = collate([(tensor.as_subclass(torch.Tensor), {})])
+        with torch.no_grad():
+            result = postprocess(model(images, mask), [image.size[::-1]])[0]
+        fig, ax = plt.subplots(figsize=(6, 6 * image.size[1] / image.size[0]))
+        draw_boxes(ax, image, result["boxes"], result["labels"], classes, scores=result["scores"])
+        target = out / f"{path.stem}_pred.png"
+        fig.savefig(target, bbox_inches="tight")
+        plt.close(fig)
+        print(f"{path}: {len(result['scores'])} boxes above {args.threshold} -> {target}")
+    return 0
+
+
+def _class_names(cfg) -> list[str]:
+    from detrlib.data import data_root
+    from detrlib.data.voc import parse_sets, read_classes
+
+    year_dir, _ = parse_sets(data_root(cfg.data), cfg.data.val_sets)[0]
+    return list(read_classes(year_dir))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m detrlib", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True, metavar="command")
@@ -110,6 +247,50 @@ def build_parser() -> argparse.ArgumentParser:
     download.add_argument("--download-dir", help="where the archives go (default: the detrlib work folder)")
     download.set_defaults(func=_download)
 
+    train = commands.add_parser(
+        "train", help="train DETR; writes checkpoints and metrics.jsonl into a run folder",
+        description="Train DETR in a profile's settings, changed by the options below. The run folder "
+                    "holds config.json, metrics.jsonl (one JSON object per evaluation) and checkpoints/.")
+    train.add_argument("--profile", choices=["smoke", "quick", "full"],
+                       help="settings to start from (default: full on a CUDA GPU, quick otherwise)")
+    train.add_argument("--data", help="a VOC-format folder (holding VOCdevkit/) instead of the profile's data")
+    train.add_argument("--train-sets", nargs="+", metavar="YEAR:SPLIT", help="e.g. VOC2007:trainval VOC2012:trainval")
+    train.add_argument("--val-sets", nargs="+", metavar="YEAR:SPLIT", help="e.g. VOC2007:test")
+    train.add_argument("--out", help="run folder (default: one per configuration under the runs folder)")
+    train.add_argument("--resume", action="store_true",
+                       help="continue the run in --out from its newest readable checkpoint")
+    train.add_argument("--epochs", type=int)
+    train.add_argument("--max-steps", type=int, help="stop after this many optimizer steps")
+    train.add_argument("--batch-size", type=int)
+    train.add_argument("--lr", type=float, help="transformer learning rate")
+    train.add_argument("--amp", choices=["off", "auto", "bf16", "fp16"], help="mixed precision")
+    train.add_argument("--seed", type=int)
+    train.add_argument("--dn-groups", type=int, help="denoising groups (chapter 5); 0 turns denoising off")
+    train.add_argument("--dec-layers", type=int, help="decoder layers")
+    train.add_argument("--num-queries", type=int, help="object queries")
+    train.add_argument("--init-checkpoint", help="official DETR weights to start from (path or URL)")
+    train.add_argument("--checkpoint-every", type=int, help="also checkpoint every N steps, mid-epoch")
+    train.add_argument("--set", action="append", metavar="SECTION.FIELD=VALUE",
+                       help="any other config field, e.g. --set train.lr_drop=30 (repeatable)")
+    train.set_defaults(func=_train)
+
+    evaluate = commands.add_parser("eval", help="evaluate a checkpoint: AP50, COCO AP, per-class AP")
+    evaluate.add_argument("--checkpoint", required=True, help="a run checkpoint, best.pt, or a run folder")
+    evaluate.add_argument("--data", help="a VOC-format folder instead of the run's own data")
+    evaluate.add_argument("--split", nargs="+", metavar="YEAR:SPLIT", help="sets to evaluate on")
+    evaluate.add_argument("--json", action="store_true", help="print the metrics as one JSON object")
+    evaluate.add_argument("--voc07", action="store_true", help="also VOC2007's 11-point AP")
+    evaluate.add_argument("--save-results", metavar="FILE", help="write predictions as COCO results JSON")
+    evaluate.add_argument("--device", default="auto")
+    evaluate.set_defaults(func=_eval)
+
+    pred = commands.add_parser("predict", help="draw a checkpoint's detections on images")
+    pred.add_argument("images", nargs="+", help="image files")
+    pred.add_argument("--checkpoint", required=True, help="a run checkpoint, best.pt, or a run folder")
+    pred.add_argument("--out", default="predictions", help="folder for the pictures (default ./predictions)")
+    pred.add_argument("--threshold", type=float, default=0.5, help="lowest score drawn (default 0.5)")
+    pred.set_defaults(func=_predict)
+
     from detrlib.bench import load_all
 
     bench = commands.add_parser("bench", help="run a benchmark and print its table")
@@ -129,7 +310,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         return args.func(args)
-    except (DataError, DownloadError) as e:
+    except (DataError, DownloadError, FileNotFoundError, ValueError) as e:
         print(f"python -m detrlib {args.command}: {e}", file=sys.stderr)
         return 1
 

@@ -102,6 +102,7 @@ class TrainConfig:
     seed: int = 42
     eval_every: int = 1  # epochs between evaluations
     keep_last: int = 2  # checkpoints kept besides the best one
+    checkpoint_every: int = 0  # also checkpoint every this many steps, mid-epoch; 0: at epoch ends only
     init_checkpoint: str = ""  # path or URL of the official COCO checkpoint to start from
 
 

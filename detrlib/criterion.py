@@ -31,17 +31,22 @@ def matched_prediction_index(indices: list[tuple[Tensor, Tensor]]) -> tuple[Tens
     return batch, torch.cat([src for src, _ in indices])
 
 
-def count_boxes(targets: list[dict], device: torch.device) -> float:
-    """The number of objects the box losses are divided by (at least 1).
-
-    Under DistributedDataParallel the count is summed over processes and divided by the world size:
-    DDP averages gradients over processes, so every box in the global batch then weighs the same.
-    """
-    n = torch.tensor([float(sum(len(t["labels"]) for t in targets))], device=device)
+def process_mean(value: Tensor) -> Tensor:
+    """``value`` summed over processes and divided by their number under DistributedDataParallel
+    (unchanged otherwise). DDP averages gradients over processes; a loss divided by this mean of a
+    normalizer, rather than by its local value, weighs every item of the global batch the same."""
     if dist.is_available() and dist.is_initialized():
-        dist.all_reduce(n)
-        n = n / dist.get_world_size()
-    return n.clamp(min=1).item()
+        value = value.clone()
+        dist.all_reduce(value)
+        value = value / dist.get_world_size()
+    return value
+
+
+def count_boxes(targets: list[dict], device: torch.device) -> float:
+    """The number of objects the box losses are divided by (at least 1), averaged over processes
+    under DDP (see :func:`process_mean`)."""
+    n = torch.tensor([float(sum(len(t["labels"]) for t in targets))], device=device)
+    return process_mean(n).clamp(min=1).item()
 
 
 class SetCriterion(nn.Module):
@@ -75,8 +80,10 @@ class SetCriterion(nn.Module):
         matched_classes = torch.cat([t["labels"][j] for t, (_, j) in zip(targets, indices)])
         target_classes = torch.full(logits.shape[:2], self.num_classes, dtype=torch.int64, device=logits.device)
         target_classes[idx] = matched_classes
-        loss_ce = F.cross_entropy(logits.transpose(1, 2), target_classes, self.empty_weight.to(logits.device))
-        losses = {"loss_ce": loss_ce}
+        weight = self.empty_weight.to(logits.device)
+        # F.cross_entropy's weighted mean, with the weights summed over the global batch under DDP
+        total = F.cross_entropy(logits.transpose(1, 2), target_classes, weight, reduction="sum")
+        losses = {"loss_ce": total / process_mean(weight[target_classes].sum())}
         if log:
             losses["class_error"] = class_error(logits[idx].detach(), matched_classes)
         return losses

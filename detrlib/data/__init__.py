@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 
 from detrlib.config import DataConfig, workdir
-from detrlib.data.batching import RepeatFactorSampler, collate, repeat_factors
+from detrlib.data.batching import RepeatFactorSampler, collate, repeat_factors, training_labels
 from detrlib.data.download import archives_for, download_voc
 from detrlib.data.longtail import longtail_sets
 from detrlib.data.toy import TOY_CLASSES, ToySpec, ensure_toy_voc
@@ -66,8 +66,7 @@ def build_loader(dataset: VOCDataset, batch_size: int, train: bool, num_workers:
     LVIS repeat factors when ``repeat_factor_t > 0``, and drops the last incomplete batch."""
     sampler = None
     if train and repeat_factor_t > 0:
-        labels = [r.labels if dataset.keep_difficult else r.labels[~r.difficult] for r in dataset.records]
-        sampler = RepeatFactorSampler(repeat_factors(labels, repeat_factor_t), seed=seed)
+        sampler = RepeatFactorSampler(repeat_factors(training_labels(dataset), repeat_factor_t), seed=seed)
     return torch.utils.data.DataLoader(
         dataset, batch_size=batch_size, shuffle=train and sampler is None, sampler=sampler,
         collate_fn=collate, num_workers=num_workers, drop_last=train, persistent_workers=num_workers > 0,

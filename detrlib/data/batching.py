@@ -1,4 +1,4 @@
-"""Batches of differently sized images, and a sampler that repeats images of rare classes."""
+"""Batches of differently sized images, the order of an epoch, and repeats of images of rare classes."""
 from __future__ import annotations
 
 import torch
@@ -50,6 +50,22 @@ def repeat_factors(image_labels, threshold: float) -> torch.Tensor:
     return torch.tensor([per_class[labels].max().item() if len(labels) else 1.0 for labels in image_labels])
 
 
+def epoch_order(n: int, seed: int, epoch: int, factors=None) -> torch.Tensor:
+    """The shuffled image indices of one epoch, a pure function of its arguments.
+
+    With LVIS repeat ``factors`` (one per image), image ``i`` appears ``floor(r_i)`` times plus once
+    more with probability ``frac(r_i)`` (stochastic rounding).
+    """
+    g = torch.Generator().manual_seed(seed * 100_003 + epoch)
+    indices = torch.arange(n)
+    if factors is not None:
+        factors = torch.as_tensor(factors, dtype=torch.float64)
+        whole = factors.floor()
+        counts = whole + (torch.rand(n, generator=g, dtype=torch.float64) < factors - whole)
+        indices = torch.repeat_interleave(indices, counts.long())
+    return indices[torch.randperm(len(indices), generator=g)]
+
+
 class RepeatFactorSampler(torch.utils.data.Sampler):
     """Each epoch, image ``i`` appears ``floor(r_i)`` times plus once more with probability
     ``frac(r_i)`` (stochastic rounding), in a shuffled order; reproducible from ``seed``.
@@ -61,28 +77,56 @@ class RepeatFactorSampler(torch.utils.data.Sampler):
         self.factors = torch.as_tensor(factors, dtype=torch.float64)
         self.seed = seed
         self.epoch = 0
-        self._indices = None
-
-    def _epoch_indices(self) -> torch.Tensor:
-        if self._indices is None:
-            g = torch.Generator().manual_seed(self.seed * 100003 + self.epoch)
-            whole = self.factors.floor()
-            counts = whole + (torch.rand(len(self.factors), generator=g, dtype=torch.float64) < self.factors - whole)
-            indices = torch.repeat_interleave(torch.arange(len(self.factors)), counts.long())
-            self._indices = indices[torch.randperm(len(indices), generator=g)]
-        return self._indices
 
     def __len__(self) -> int:
-        return len(self._epoch_indices())
+        return len(epoch_order(len(self.factors), self.seed, self.epoch, self.factors))
 
     def __iter__(self):
-        indices = self._epoch_indices()
+        indices = epoch_order(len(self.factors), self.seed, self.epoch, self.factors)
         self.epoch += 1
-        self._indices = None
         return iter(indices.tolist())
 
     def expected_length(self) -> float:
         return float(self.factors.sum())
+
+
+def epoch_batches(n: int, batch_size: int, seed: int, epoch: int, rank: int = 0, world: int = 1,
+                  factors=None) -> list[list[tuple[int, int]]]:
+    """This process's batches of ``(index, item seed)`` for one epoch of :func:`epoch_order`.
+
+    Each global batch of ``batch_size * world`` items is shared out between the ``world``
+    processes; an incomplete last batch is dropped. Being a pure function, it lets a resumed run
+    skip exactly the batches it had already trained on. Serve them with :class:`SeededItems`.
+    """
+    order = epoch_order(n, seed, epoch, factors).tolist()
+    g = torch.Generator().manual_seed(seed * 100_003 + epoch + 1)
+    item_seeds = torch.randint(0, 2**62, (len(order),), generator=g).tolist()
+    per_step = batch_size * world
+    return [[(order[j], item_seeds[j]) for j in range(start + rank, start + per_step, world)]
+            for start in range(0, len(order) - per_step + 1, per_step)]
+
+
+class SeededItems(torch.utils.data.Dataset):
+    """Serves ``(index, seed)`` requests, seeding torch's RNG for each item: random augmentations then
+    depend only on the run's seed, the epoch and the position in it, not on the number of workers
+    or on where a resumed run restarted."""
+
+    def __init__(self, dataset):
+        self.dataset = dataset
+
+    def __len__(self):
+        return len(self.dataset)
+
+    def __getitem__(self, key):
+        index, seed = key
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            return self.dataset[index]
+
+
+def training_labels(dataset) -> list:
+    """Each image's training labels (difficult objects left out unless the dataset keeps them)."""
+    return [r.labels if dataset.keep_difficult else r.labels[~r.difficult] for r in dataset.records]
 
 
 def class_repeat_rate(image_labels, factors: torch.Tensor, num_classes: int) -> torch.Tensor:

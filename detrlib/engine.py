@@ -1,0 +1,342 @@
+"""Training and evaluation: one epoch, one evaluation, and :func:`train`, a whole run that writes
+its metrics as it goes, checkpoints, and resumes exactly where it stopped."""
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import time
+from collections import defaultdict
+from contextlib import nullcontext
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from detrlib import checkpoint as ckpt
+from detrlib.config import Config, TrainConfig, pick_device, runs_dir
+
+NAN_PATIENCE = 5  # non-finite losses in a row before a run gives up
+
+
+# --- set-up: seeds, distributed processes, precision, optimizer -------------------------------------
+
+def seed_everything(seed: int, deterministic: bool = True) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    if deterministic:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.backends.cudnn.benchmark = False
+
+
+def distributed_env() -> tuple[int, int]:
+    """(rank, world size) under ``torchrun``; (0, 1) otherwise."""
+    return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+
+
+def init_distributed(device: torch.device) -> tuple[int, int]:
+    rank, world = distributed_env()
+    if world > 1 and not torch.distributed.is_initialized():
+        backend = "nccl" if device.type == "cuda" else "gloo"
+        torch.distributed.init_process_group(backend)
+        if device.type == "cuda":
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
+    return rank, world
+
+
+def amp_dtype(amp: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype for ``TrainConfig.amp``: bf16 where the device supports it, else fp16
+    (a T4 has no bf16); None for full fp32."""
+    if amp == "off":
+        return None
+    if amp == "auto":
+        if device.type == "cuda":
+            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.bfloat16
+    if amp in ("bf16", "fp16"):
+        return torch.bfloat16 if amp == "bf16" else torch.float16
+    raise ValueError(f"train.amp must be off, auto, bf16 or fp16, not {amp!r}")
+
+
+def autocast(device: torch.device, dtype: torch.dtype | None):
+    return torch.autocast(device.type, dtype=dtype) if dtype is not None else nullcontext()
+
+
+def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+    """AdamW with DETR's two learning rates: ``lr`` for the transformer, ``lr_backbone`` for the CNN."""
+    backbone, rest = [], []
+    for name, p in model.named_parameters():
+        if p.requires_grad:
+            (backbone if name.startswith("backbone") else rest).append(p)
+    groups = [{"params": rest, "lr": cfg.lr}]
+    if backbone:
+        groups.append({"params": backbone, "lr": cfg.lr_backbone})
+    return torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+
+def make_scheduler(optimizer, cfg: TrainConfig, steps_per_epoch: int) -> torch.optim.lr_scheduler.LambdaLR:
+    """Linear warm-up, then DETR's step drop (x0.1 at epoch ``lr_drop``) or a cosine decay.
+    Stepped once per optimizer step."""
+    total = cfg.max_steps or cfg.epochs * steps_per_epoch
+    drop_at = cfg.lr_drop * steps_per_epoch
+
+    def factor(step: int) -> float:
+        warm = min(1.0, (step + 1) / cfg.warmup_steps) if cfg.warmup_steps else 1.0
+        if cfg.lr_schedule == "cosine":
+            return warm * 0.5 * (1 + math.cos(math.pi * min(step, total) / max(1, total)))
+        if cfg.lr_schedule == "step":
+            return warm * (0.1 if step >= drop_at else 1.0)
+        raise ValueError(f"train.lr_schedule must be 'step' or 'cosine', not {cfg.lr_schedule!r}")
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+# --- one epoch, one evaluation -------------------------------------------------------------------------
+
+def to_device(images, mask, targets, device):
+    targets = [{k: v.to(device) if torch.is_tensor(v) else v for k, v in t.items()} for t in targets]
+    return images.to(device, non_blocking=True), mask.to(device, non_blocking=True), targets
+
+
+def weighted_loss(loss_dict: dict, weight_dict: dict) -> torch.Tensor:
+    return sum(loss_dict[k] * w for k, w in weight_dict.items() if k in loss_dict)
+
+
+def logged_values(loss, loss_dict: dict) -> dict[str, float]:
+    """The loss and its terms as floats; under DDP their mean over processes, i.e. the values of
+    the global batch (the criterion normalizes by global counts, see ``process_mean``)."""
+    from detrlib.criterion import process_mean
+
+    values = process_mean(torch.stack([loss.detach().float()] + [v.detach().float() for v in loss_dict.values()]))
+    return dict(zip(["loss", *loss_dict], values.tolist()))
+
+
+def train_one_epoch(model, criterion, loader, optimizer, scheduler, device, *, dtype=None, scaler=None,
+                    clip_max_norm: float = 0.1, grad_accum_steps: int = 1, step: int = 0,
+                    max_steps: int = 0, on_step=None, progress: bool = True, desc: str = "train",
+                    pass_targets: bool = False) -> tuple[dict, int]:
+    """One pass over ``loader``. Returns (mean of each logged loss term, optimizer steps so far).
+
+    ``pass_targets`` hands the targets to the model too, which denoising training needs.
+
+    A batch with a non-finite loss is skipped and counted (``skipped``); after ``NAN_PATIENCE`` in a
+    row the run stops with an error. ``on_step(step)`` runs after each optimizer step (checkpoints).
+    """
+    model.train()
+    criterion.train()
+    sums, count, skipped, bad_in_row = defaultdict(float), 0, 0, 0
+    bar = tqdm(loader, desc=desc, disable=not progress, leave=False, dynamic_ncols=True)
+    optimizer.zero_grad(set_to_none=True)
+    for i, batch in enumerate(bar):
+        images, mask, targets = to_device(*batch, device)
+        with autocast(device, dtype):
+            outputs = model(images, mask, targets=targets) if pass_targets else model(images, mask)
+        loss_dict = criterion(outputs, targets)
+        loss = weighted_loss(loss_dict, criterion.weight_dict)
+        if not torch.isfinite(loss):
+            skipped, bad_in_row = skipped + 1, bad_in_row + 1
+            optimizer.zero_grad(set_to_none=True)
+            if bad_in_row >= NAN_PATIENCE:
+                raise FloatingPointError(
+                    f"training diverged: {bad_in_row} non-finite losses in a row at step {step} "
+                    f"({ {k: round(v.item(), 4) for k, v in loss_dict.items()} }); lower train.lr, keep "
+                    "train.clip_max_norm > 0, or set train.amp=off. No checkpoint was written.")
+            continue
+        bad_in_row = 0
+        (scaler.scale(loss) if scaler else loss).div(grad_accum_steps).backward()
+        if (i + 1) % grad_accum_steps:
+            continue
+        if scaler:
+            scaler.unscale_(optimizer)
+        if clip_max_norm > 0:
+            nn.utils.clip_grad_norm_(model.parameters(), clip_max_norm)
+        if scaler:
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        scheduler.step()
+        step += 1
+        count += 1
+        for k, v in logged_values(loss, loss_dict).items():
+            sums[k] += v
+        bar.set_postfix(loss=f"{loss.item():.3f}", lr=f"{optimizer.param_groups[0]['lr']:.1e}", refresh=False)
+        if on_step:
+            on_step(step, i + 1)
+        if max_steps and step >= max_steps:
+            break
+    means = {k: v / max(count, 1) for k, v in sums.items()}
+    means["skipped"] = skipped
+    return means, step
+
+
+@torch.no_grad()
+def predict(model, loader, postprocess, device, dtype=None, progress: bool = False) -> dict:
+    """Predictions ``{image_id: {"scores", "labels", "boxes" x1,y1,x2,y2 in original pixels}}``."""
+    model.eval()
+    predictions = {}
+    for images, mask, targets in tqdm(loader, desc="eval", disable=not progress, leave=False):
+        images, mask, targets = to_device(images, mask, targets, device)
+        with autocast(device, dtype):
+            outputs = model(images, mask)
+        sizes = torch.stack([t["orig_size"] for t in targets])
+        for t, result in zip(targets, postprocess(outputs, sizes)):
+            predictions[int(t["image_id"])] = {k: v.float().cpu() for k, v in result.items()}
+    return predictions
+
+
+def evaluate(model, dataset, loader, postprocess, device, dtype=None, train_counts=None,
+             progress: bool = False) -> dict:
+    """AP@0.5 and the other COCO metrics of ``model`` on ``dataset`` (see :mod:`detrlib.evaluate`)."""
+    from detrlib.evaluate import evaluate_detections, ground_truth
+
+    predictions = predict(model, loader, postprocess, device, dtype, progress)
+    return evaluate_detections(ground_truth(dataset), predictions, list(dataset.classes), train_counts)
+
+
+# --- a whole run --------------------------------------------------------------------------------------
+
+def run_dir(cfg: Config, name: str = "") -> Path:
+    """The folder of a run: one per configuration, so the same settings reuse the same run."""
+    return runs_dir() / f"{name or cfg.profile}-{cfg.key()}"
+
+
+def read_metrics(out: str | Path) -> list[dict]:
+    path = Path(out) / "metrics.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def to_json(obj) -> str:
+    """Strict JSON (what ``jq`` and other languages read): NaN, e.g. the AP of a class with no
+    objects, becomes null."""
+    def clean(v):
+        if isinstance(v, dict):
+            return {k: clean(x) for k, x in v.items()}
+        if isinstance(v, (list, tuple)):
+            return [clean(x) for x in v]
+        return None if isinstance(v, float) and not math.isfinite(v) else v
+
+    return json.dumps(clean(obj), allow_nan=False)
+
+
+def _write_metrics(out: Path, history: list[dict]) -> None:
+    tmp = out / "metrics.jsonl.tmp"
+    tmp.write_text("".join(to_json(h) + "\n" for h in history))
+    os.replace(tmp, out / "metrics.jsonl")
+
+
+def train(cfg: Config, out: str | Path | None = None, resume: bool = True, progress: bool = True,
+          name: str = "") -> Path:
+    """Train ``cfg`` in the run folder ``out`` (default: :func:`run_dir`) and return that folder.
+
+    The folder holds ``config.json``, ``metrics.jsonl`` (one JSON object per evaluation) and
+    ``checkpoints/``. With ``resume`` a stopped run continues from its newest readable checkpoint,
+    and a finished run is reused as it is.
+    """
+    from detrlib.checkpoint import load_official_checkpoint
+    from detrlib.criterion import build_criterion
+    from detrlib.data import build_dataset, build_loader, collate
+    from detrlib.data.batching import SeededItems, epoch_batches, repeat_factors, training_labels
+    from detrlib.model import PostProcess, build_model
+
+    t = cfg.train
+    device = pick_device(t.device)
+    rank, world = init_distributed(device)
+    out = Path(out) if out else run_dir(cfg, name)
+    ckpt_dir = out / "checkpoints"
+    seed_everything(t.seed)
+
+    train_set, val_set = build_dataset(cfg.data, "train"), build_dataset(cfg.data, "val")
+    model = build_model(cfg.model).to(device)
+    criterion = build_criterion(cfg).to(device)
+    postprocess = PostProcess()
+    dtype = amp_dtype(t.amp, device)
+    scaler = torch.amp.GradScaler(device.type) if dtype == torch.float16 else None
+    optimizer = make_optimizer(model, t)
+    steps_per_epoch = len(train_set) // (t.batch_size * world) // t.grad_accum_steps
+    scheduler = make_scheduler(optimizer, t, steps_per_epoch)
+
+    state = ckpt.load_latest(ckpt_dir) if resume else None
+    epoch, batch_in_epoch, step, history, train_time = 0, 0, 0, [], 0.0
+    if state is not None:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        if scaler and state.get("scaler"):
+            scaler.load_state_dict(state["scaler"])
+        ckpt.set_rng_state(state["rng"])
+        epoch, batch_in_epoch, step = state["epoch"], state["batch"], state["step"]
+        history, train_time = state["history"], state["train_time"]
+        if rank == 0:
+            print(f"resumed from {state['path']}: epoch {epoch}, step {step}")
+        if state.get("finished"):
+            return out
+    elif t.init_checkpoint:
+        report = load_official_checkpoint(model, t.init_checkpoint)
+        if rank == 0:
+            print(report)
+    if rank == 0:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
+        _write_metrics(out, history)
+
+    net = model
+    if world > 1:
+        if device.type == "cuda" and not cfg.model.frozen_bn:  # batch statistics over the global batch
+            net = nn.SyncBatchNorm.convert_sync_batchnorm(net)
+        net = nn.parallel.DistributedDataParallel(net, device_ids=[device.index] if device.type == "cuda" else None)
+    counts = [train_set.class_counts()[name] for name in train_set.classes]
+    factors = repeat_factors(training_labels(train_set), cfg.data.repeat_factor_t) if cfg.data.repeat_factor_t > 0 else None
+    val_loader = build_loader(val_set, t.batch_size, train=False, num_workers=cfg.data.num_workers)
+    best = max((h.get("AP50", -1.0) for h in history), default=-1.0)
+
+    def snapshot(finished=False):
+        return {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict() if scaler else None,
+                "rng": ckpt.rng_state(), "epoch": epoch, "batch": batch_in_epoch, "step": step,
+                "history": history, "train_time": train_time, "config": cfg.to_dict(), "finished": finished}
+
+    def on_step(now_step, batches_done):
+        nonlocal batch_in_epoch
+        if rank == 0 and t.checkpoint_every and now_step % t.checkpoint_every == 0:
+            batch_in_epoch = start_batch + batches_done
+            ckpt.save_checkpoint(snapshot(), ckpt_dir, now_step, t.keep_last)
+
+    done = bool(t.max_steps and step >= t.max_steps)
+    while epoch < t.epochs and not done:
+        batches = epoch_batches(len(train_set), t.batch_size, t.seed, epoch, rank, world, factors)
+        start_batch = batch_in_epoch
+        loader = torch.utils.data.DataLoader(
+            SeededItems(train_set), batch_sampler=batches[start_batch:], collate_fn=collate,
+            num_workers=cfg.data.num_workers, persistent_workers=False)
+        tic = time.perf_counter()
+        means, step = train_one_epoch(
+            net, criterion, loader, optimizer, scheduler, device, dtype=dtype, scaler=scaler,
+            clip_max_norm=t.clip_max_norm, grad_accum_steps=t.grad_accum_steps, step=step,
+            max_steps=t.max_steps, on_step=on_step, progress=progress and rank == 0,
+            desc=f"epoch {epoch + 1}/{t.epochs}", pass_targets=cfg.model.dn_groups > 0)
+        train_time += time.perf_counter() - tic
+        epoch, batch_in_epoch = epoch + 1, 0
+        done = bool(t.max_steps and step >= t.max_steps)
+        if rank == 0 and (epoch % t.eval_every == 0 or epoch == t.epochs or done):
+            metrics = evaluate(model, val_set, val_loader, postprocess, device, dtype, counts)
+            history.append({"step": step, "epoch": epoch, "train_time_s": round(train_time, 2),
+                            **{f"train_{k}" if k != "skipped" else k: v for k, v in means.items()},
+                            **metrics})
+            _write_metrics(out, history)
+            if metrics["AP50"] > best:
+                best = metrics["AP50"]
+                ckpt.save_best({"model": model.state_dict(), "config": cfg.to_dict(), "metrics": history[-1]}, ckpt_dir)
+            if progress:
+                print(f"epoch {epoch} step {step}: loss {means.get('loss', float('nan')):.3f}, "
+                      f"AP50 {metrics['AP50']:.3f}, AP {metrics['AP']:.3f} ({cfg.profile} profile)")
+        if rank == 0:
+            ckpt.save_checkpoint(snapshot(finished=epoch >= t.epochs or done), ckpt_dir, step, t.keep_last)
+    if world > 1:
+        torch.distributed.barrier()
+    return out

@@ -1,0 +1,138 @@
+"""Training runs: resuming after SIGKILL, two processes against one, NaN losses, the optimizer set-up."""
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from detrlib.checkpoint import list_checkpoints, load_checkpoint
+from detrlib.config import TrainConfig, get_profile
+from detrlib.engine import NAN_PATIENCE, make_optimizer, make_scheduler, train_one_epoch
+
+ROOT = Path(__file__).resolve().parents[1]
+SMOKE = ["--profile", "smoke", "--set", "train.keep_last=100"]
+
+
+def cli_env(home: Path) -> dict:
+    return {**os.environ, "DETRLIB_HOME": str(home), "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT),
+            "DETRLIB_PROFILE": "smoke"}
+
+
+def detrlib(*args, env, **kwargs):
+    return subprocess.run([sys.executable, "-m", "detrlib", *args], env=env, capture_output=True, text=True,
+                          check=True, **kwargs)
+
+
+def final_weights(out: Path) -> dict:
+    return load_checkpoint(list_checkpoints(out / "checkpoints")[-1])["model"]
+
+
+@pytest.mark.slow
+def test_a_run_killed_mid_epoch_resumes_to_bit_identical_weights(tmp_path):
+    env = cli_env(tmp_path / "home")
+    args = ["train", *SMOKE, "--epochs", "3", "--max-steps", "0", "--checkpoint-every", "2"]  # 3 x 6 steps
+    detrlib(*args, "--out", str(tmp_path / "whole"), env=env)
+
+    out = tmp_path / "killed"
+    proc = subprocess.Popen([sys.executable, "-m", "detrlib", *args, "--out", str(out)], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while not (out / "checkpoints" / "ckpt-00000008.pt").exists():  # two steps into epoch 2
+        assert proc.poll() is None and time.time() < deadline, "the run ended before it could be killed"
+        time.sleep(0.005)
+    proc.send_signal(signal.SIGKILL)
+    assert proc.wait() == -signal.SIGKILL
+    steps_at_kill = [p.name for p in list_checkpoints(out / "checkpoints")]
+    assert "ckpt-00000018.pt" not in steps_at_kill
+
+    resumed = detrlib(*args, "--out", str(out), "--resume", env=env)
+    assert "resumed from" in resumed.stdout
+    whole, again = final_weights(tmp_path / "whole"), final_weights(out)
+    assert whole.keys() == again.keys()
+    assert all(torch.equal(whole[k], again[k]) for k in whole), "resumed weights differ from the uninterrupted run"
+    history = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [h["epoch"] for h in history] == [1, 2, 3]
+
+
+@pytest.mark.slow
+def test_two_gloo_processes_give_the_loss_of_one_process_on_the_same_global_batch(tmp_path):
+    env = cli_env(tmp_path / "home")
+    common = ["train", *SMOKE, "--max-steps", "2", "--set", "model.frozen_bn=true"]
+    detrlib(*common, "--batch-size", "4", "--out", str(tmp_path / "one"), env=env)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    torchrun = shutil.which("torchrun", path=str(Path(sys.executable).parent))
+    subprocess.run([torchrun, "--nnodes", "1", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
+                    "--master_port", str(port), "-m", "detrlib", *common, "--batch-size", "2",
+                    "--out", str(tmp_path / "two")], env=env, capture_output=True, text=True, check=True)
+    one, two = ([json.loads(line) for line in (tmp_path / d / "metrics.jsonl").read_text().splitlines()][-1]
+                for d in ("one", "two"))
+    losses = [k for k in one if k.startswith("train_loss")]
+    assert "train_loss_ce" in losses and "train_loss_giou_0" in losses
+    for k in losses:
+        assert two[k] == pytest.approx(one[k], rel=1e-4, abs=1e-6), k
+    w1, w2 = final_weights(tmp_path / "one"), final_weights(tmp_path / "two")
+    assert all(torch.allclose(w1[k], w2[k], rtol=1e-4, atol=1e-6) for k in w1)
+
+
+class Exploding(nn.Module):
+    """Gives a NaN loss on the batches listed in ``bad``."""
+
+    def __init__(self, bad):
+        super().__init__()
+        self.w = nn.Parameter(torch.ones(1))
+        self.bad, self.calls = set(bad), 0
+        self.weight_dict = {"loss_x": 1.0}
+
+    def forward(self, images, mask):
+        self.calls += 1
+        value = torch.tensor(float("nan")) if self.calls in self.bad else torch.tensor(1.0)
+        return {"x": self.w * value}
+
+
+def loader(n):
+    return [(torch.zeros(1, 3, 2, 2), torch.zeros(1, 2, 2, dtype=torch.bool), [{}]) for _ in range(n)]
+
+
+def test_non_finite_losses_are_skipped_then_stop_the_run():
+    model = Exploding(bad={2, 4})
+    criterion = nn.Module()
+    criterion.weight_dict = {"loss_x": 1.0}
+    criterion.forward = lambda outputs, targets: {"loss_x": outputs["x"].sum()}
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    sched = make_scheduler(opt, TrainConfig(), steps_per_epoch=10)
+    means, step = train_one_epoch(model, criterion, loader(6), opt, sched, torch.device("cpu"), progress=False)
+    assert step == 4 and means["skipped"] == 2 and torch.isfinite(model.w).all()
+
+    model = Exploding(bad=set(range(1, 100)))
+    with pytest.raises(FloatingPointError, match=f"{NAN_PATIENCE} non-finite losses in a row"):
+        train_one_epoch(model, criterion, loader(20), opt, sched, torch.device("cpu"), progress=False)
+
+
+def test_two_learning_rates_and_the_step_drop():
+    cfg = get_profile("smoke")
+    from detrlib.model import build_model
+
+    model = build_model(cfg.model)
+    t = TrainConfig(lr=1e-4, lr_backbone=1e-5, lr_drop=2, epochs=4)
+    opt = make_optimizer(model, t)
+    assert [g["lr"] for g in opt.param_groups] == [1e-4, 1e-5]
+    backbone = {id(p) for n, p in model.named_parameters() if n.startswith("backbone")}
+    assert {id(p) for p in opt.param_groups[1]["params"]} == {id(p) for p in model.parameters()
+                                                               if id(p) in backbone and p.requires_grad}
+    sched = make_scheduler(opt, t, steps_per_epoch=3)
+    lrs = []
+    for _ in range(12):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    assert lrs[:6] == [1e-4] * 6 and lrs[6:] == pytest.approx([1e-5] * 6)
