@@ -203,3 +203,19 @@ def test_build_criterion_weighs_denoising_terms_like_matched_ones(monkeypatch):
     assert {"loss_ce_dn_0", "loss_giou_dn_1"} <= set(crit.weight_dict) and "loss_ce_dn_2" not in crit.weight_dict
     off = build_criterion(cfg.replace(**{"model.dn_groups": 0}))
     assert type(off) is SetCriterion and not any("dn" in k for k in off.weight_dict)
+
+
+def test_step_benchmark_times_both_configurations():
+    import argparse
+
+    from detrlib.bench import load_all
+
+    entry = load_all()["step"]
+    parser = argparse.ArgumentParser()
+    entry.add_arguments(parser)
+    args = parser.parse_args(["--profile", "quick", "--batch", "2", "--size", "64", "--repeats", "1", "--dn",
+                              "--dn-groups", "2", "--objects", "1", "3"])
+    rows = entry.run(args)
+    assert [r["dn_groups"] for r in rows] == [0, 2]
+    assert rows[1]["queries"] == rows[0]["queries"] + 2 * 3 and rows[1]["overhead"].endswith("%")
+    assert all(r["s/step"] > 0 for r in rows)
