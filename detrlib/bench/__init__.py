@@ -66,18 +66,16 @@ def seconds(fn) -> float:
     return time.perf_counter() - start
 
 
-def alternate(ours, theirs, repeats: int) -> tuple[float, float | None]:
-    """Median seconds of ``ours()`` and ``theirs()`` (None when there is no ``theirs``): one warm-up
-    each, then turns, so a busy moment on a shared machine hurts both alike."""
-    ours()
-    if theirs:
-        theirs()
-    a, b = [], []
+def take_turns(jobs: dict, repeats: int) -> dict:
+    """Median seconds of each job in ``{name: callable}``: one warm-up each, then the jobs take
+    turns, so a busy moment on a shared machine hurts them alike."""
+    for job in jobs.values():
+        job()
+    times = {name: [] for name in jobs}
     for _ in range(repeats):
-        a.append(seconds(ours))
-        if theirs:
-            b.append(seconds(theirs))
-    return statistics.median(a), statistics.median(b) if b else None
+        for name, job in jobs.items():
+            times[name].append(seconds(job))
+    return {name: statistics.median(t) for name, t in times.items()}
 
 
 def hf_detr(**config):

@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import torch
 
-from detrlib.bench import alternate, benchmark, hf_detr
+from detrlib.bench import benchmark, hf_detr, take_turns
 
 
 def _arguments(parser: argparse.ArgumentParser) -> None:
@@ -74,10 +74,11 @@ def run(args: argparse.Namespace) -> list[dict]:
         our_jobs = _jobs(ours, False, size, args.batch)
         their_jobs = _jobs(theirs, True, size, args.batch) if theirs is not None else {}
         for name, job in our_jobs.items():
-            mine, hf = alternate(job, their_jobs.get(name), args.repeats)
-            row = {"job": name, "detrlib s": mine}
-            if hf is not None:
-                row["HF s"] = hf
-                row["HF / detrlib"] = hf / mine
+            jobs = {"detrlib": job, **({"hf": their_jobs[name]} if name in their_jobs else {})}
+            seconds = take_turns(jobs, args.repeats)
+            row = {"job": name, "detrlib s": seconds["detrlib"]}
+            if "hf" in seconds:
+                row["HF s"] = seconds["hf"]
+                row["HF / detrlib"] = seconds["hf"] / seconds["detrlib"]
             rows.append(row)
     return rows
