@@ -249,6 +249,35 @@ def load_latest(directory: str | Path, map_location="cpu") -> dict | None:
     return None
 
 
+REFERENCE = {"quick": ("quick-reference.pt", "")}  # file in checkpoints/, its SHA-256
+
+
+def reference_checkpoint(profile: str = "quick") -> Path:
+    """The reference checkpoint of a profile: its recipe trained much longer by ``python -m detrlib
+    train`` (the command is in ``checkpoints/README.md``), for chapters that show what a trained
+    model does. Read from the repository checkout when there, else downloaded from the repository
+    and checked against its SHA-256."""
+    import hashlib
+
+    from detrlib.config import BRANCH, REPOSITORY
+
+    name, sha256 = REFERENCE[profile]
+    local = Path(__file__).resolve().parents[1] / "checkpoints" / name
+    if local.exists():
+        return local
+    path = workdir() / "checkpoints" / name
+    if not path.exists():
+        url = f"{REPOSITORY.replace('github.com', 'raw.githubusercontent.com')}/{BRANCH}/checkpoints/{name}"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        torch.hub.download_url_to_file(url, str(path.with_suffix(".part")), progress=True)
+        path.with_suffix(".part").rename(path)
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    if digest != sha256:
+        path.unlink()
+        raise ValueError(f"{name} has SHA-256 {digest}, expected {sha256}: the download was damaged; run again")
+    return path
+
+
 def load_trained(path: str | Path, map_location="cpu"):
     """``(model, config, state)`` from a run checkpoint, ``best.pt``, or a run folder (its ``best.pt``,
     else its newest checkpoint)."""

@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 PROFILES = ("smoke", "quick", "full")
+REPOSITORY = "https://github.com/detrlib/detr-book"  # as in _config.yml (a test keeps them equal)
+BRANCH = "main"
 
 
 @dataclass
@@ -159,18 +161,25 @@ class Config:
 
 
 def _full() -> Config:
+    """The seed project's recipe: DETR-R50 with 6 encoder and 4 decoder layers and 50 queries,
+    fine-tuned from the official COCO checkpoint on the long-tailed VOC 07+12 with denoising (5
+    groups) and mixed precision."""
     return Config(
         profile="full",
         data=DataConfig(root="voc", download=True, longtail="exp50"),
-        model=ModelConfig(num_classes=20),
+        model=ModelConfig(num_classes=20, dec_layers=4, num_queries=50, dn_groups=5),
         train=TrainConfig(
-            epochs=50, lr_drop=40, batch_size=4, amp="off",
+            epochs=50, lr_drop=40, batch_size=4, amp="auto",
             init_checkpoint="https://dl.fbaipublicfiles.com/detr/detr-r50-e632da11.pth",
         ),
     )
 
 
 def _quick() -> Config:
+    """The book's recipe at a CPU's scale, tuned to learn the toy VOC in about 4 minutes on 2 cores:
+    a ResNet-18 cut after its third stage and trained from scratch with ordinary BatchNorm, a
+    128-wide 2 + 2 layer transformer, 20 queries, denoising, a high learning rate for the whole
+    network and a drop two epochs before the end."""
     return Config(
         profile="quick",
         data=DataConfig(
@@ -181,10 +190,10 @@ def _quick() -> Config:
         model=ModelConfig(
             backbone="resnet18", backbone_stages=3, frozen_bn=False, frozen_stages=0,
             hidden_dim=128, nheads=8, enc_layers=2, dec_layers=2, dim_feedforward=512,
-            dropout=0.0, num_queries=20, num_classes=12,
+            dropout=0.0, num_queries=20, num_classes=12, dn_groups=5,
         ),
         train=TrainConfig(
-            epochs=10, batch_size=16, lr=2e-4, lr_backbone=2e-4, lr_drop=8, eval_every=1,
+            epochs=8, batch_size=8, lr=5e-4, lr_backbone=5e-4, lr_drop=6, warmup_steps=100, eval_every=1,
         ),
     )
 

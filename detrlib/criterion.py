@@ -10,6 +10,8 @@ For each decoder layer's outputs: match (:class:`~detrlib.matcher.HungarianMatch
 
 Losses of the earlier decoder layers (``outputs["aux_outputs"]``) get their own matching and the
 suffix ``_{i}``: ``loss_ce_0``, ``loss_bbox_0``, ...
+
+:class:`DenoisingCriterion` adds the losses of DN-DETR's denoising queries (chapter 5).
 """
 from __future__ import annotations
 
@@ -136,13 +138,71 @@ def class_error(logits: Tensor, labels: Tensor) -> Tensor:
     return 100 - (logits.argmax(-1) == labels).float().mean() * 100
 
 
+class DenoisingCriterion(SetCriterion):
+    """:class:`SetCriterion` plus the losses of the denoising queries (DN-DETR, chapter 5).
+
+    When the outputs carry ``"dn_meta"`` (training with denoising), each denoising output learns the
+    object it was made from, at every decoder layer, with the same ``loss_labels`` and
+    ``loss_boxes`` as the matched queries but with pairs known in advance instead of matched.
+    Padding slots are left out, so they are never supervised: the cross-entropy is the mean over the
+    real denoising queries (there is no "no object" among them), the box losses are divided by the
+    number of objects times the number of groups. The terms get the suffix ``_dn`` (last layer) and
+    ``_dn_{i}`` (earlier layers): ``loss_ce_dn``, ``loss_bbox_dn_0``, ...
+    """
+
+    def forward(self, outputs: dict, targets: list[dict]) -> dict[str, Tensor]:
+        losses = super().forward(outputs, targets)
+        if "dn_meta" in outputs:
+            losses.update(self.denoising_losses(outputs, targets))
+        return losses
+
+    def denoising_losses(self, outputs: dict, targets: list[dict]) -> dict[str, Tensor]:
+        meta, device = outputs["dn_meta"], outputs["pred_logits"].device
+        suffixes = ["dn"] + [f"dn_{i}" for i in range(len(outputs.get("aux_outputs", [])))]
+        if meta["num_dn"] == 0:  # no object in the whole batch: nothing to denoise
+            zero = torch.zeros((), device=device)
+            return {f"{k}_{s}": zero for s in suffixes for k in ("loss_ce", "loss_bbox", "loss_giou")}
+        (batch, query), target = denoising_pairs(meta, targets)
+        n = len(batch)
+        identity = [(torch.arange(n), torch.arange(n))]
+        num_boxes = meta["groups"] * count_boxes(targets, device)
+        dn = outputs["dn_outputs"]
+        losses = {}
+        for suffix, layer in zip(suffixes, [dn, *dn.get("aux_outputs", [])]):
+            # every real denoising prediction of the batch as one "image" with its n objects
+            packed = {"pred_logits": layer["pred_logits"][batch, query][None],
+                      "pred_boxes": layer["pred_boxes"][batch, query][None]}
+            for loss in ("labels", "boxes"):
+                kwargs = {"log": suffix == "dn"} if loss == "labels" else {}
+                terms = self.get_loss(loss, packed, [target], identity, num_boxes, **kwargs)
+                losses.update({f"{k}_{suffix}": v for k, v in terms.items()})
+        return losses
+
+
+def denoising_pairs(meta: dict, targets: list[dict]) -> tuple[tuple[Tensor, Tensor], dict]:
+    """(image index, query index) of every real denoising query, and the objects they learn (as
+    one target dict), in the same order. Query ``g * pad + j`` of an image comes from its object j."""
+    groups, pad = meta["groups"], meta["pad"]
+    batch, query, labels, boxes = [], [], [], []
+    for b, t in enumerate(targets):
+        n = len(t["labels"])
+        query.append((torch.arange(groups)[:, None] * pad + torch.arange(n)[None]).flatten())
+        batch.append(torch.full((groups * n,), b))
+        labels.append(t["labels"].repeat(groups))
+        boxes.append(t["boxes"].repeat(groups, 1))
+    return (torch.cat(batch), torch.cat(query)), {"labels": torch.cat(labels), "boxes": torch.cat(boxes)}
+
+
 def build_criterion(cfg: Config) -> SetCriterion:
-    """Matcher, loss weights (one set per decoder layer with ``aux_loss``) and criterion from a Config."""
+    """Matcher, loss weights (one set per decoder layer with ``aux_loss``) and criterion from a
+    Config; with ``model.dn_groups > 0`` a :class:`DenoisingCriterion` whose denoising terms weigh
+    as much as the matched ones."""
     t, m = cfg.train, cfg.model
     matcher = HungarianMatcher(cost_class=t.set_cost_class, cost_bbox=t.set_cost_bbox, cost_giou=t.set_cost_giou)
     weights = {"loss_ce": 1.0, "loss_bbox": t.bbox_loss_coef, "loss_giou": t.giou_loss_coef}
-    weight_dict = dict(weights)
-    if m.aux_loss:
-        weight_dict.update({f"{k}_{i}": w for i in range(m.dec_layers - 1) for k, w in weights.items()})
-    return SetCriterion(m.num_classes, matcher, weight_dict, eos_coef=t.eos_coef,
-                        losses=["labels", "boxes", "cardinality"])
+    suffixes = [""] + ([f"_{i}" for i in range(m.dec_layers - 1)] if m.aux_loss else [])
+    if m.dn_groups > 0:
+        suffixes += ["_dn"] + ([f"_dn_{i}" for i in range(m.dec_layers - 1)] if m.aux_loss else [])
+    weight_dict = {f"{k}{s}": w for s in suffixes for k, w in weights.items()}
+    cls = DenoisingCriterion if m.dn_groups > 0 else SetCriterion
+    return cls(m.num_classes, matcher, weight_dict, eos_coef=t.eos_coef, losses=["labels", "boxes", "cardinality"])

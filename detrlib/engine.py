@@ -261,13 +261,16 @@ def train(cfg: Config, out: str | Path | None = None, resume: bool = True, progr
 
     The folder holds ``config.json``, ``metrics.jsonl`` (one JSON object per evaluation, with the
     peak memory of the run so far), ``steps.csv`` (loss, learning rate and seconds of every step)
-    and ``checkpoints/``. With ``resume`` a stopped run continues from its newest readable checkpoint,
-    and a finished run is reused as it is.
+    and ``checkpoints/``. Each evaluation also matches a fixed batch of training images and records
+    ``match_instability``, the share of matched queries whose object changed since the previous
+    evaluation (see :mod:`detrlib.instability`). With ``resume`` a stopped run continues from its
+    newest readable checkpoint, and a finished run is reused as it is.
     """
     from detrlib.checkpoint import load_official_checkpoint
     from detrlib.criterion import build_criterion
     from detrlib.data import build_dataset, build_loader, collate
     from detrlib.data.batching import SeededItems, epoch_batches, repeat_factors, training_labels
+    from detrlib.instability import MatchingProbe, instability
     from detrlib.memory import peak_memory_mb, reset_peak_memory
     from detrlib.model import PostProcess, build_model
 
@@ -289,7 +292,7 @@ def train(cfg: Config, out: str | Path | None = None, resume: bool = True, progr
     scheduler = make_scheduler(optimizer, t, steps_per_epoch)
 
     state = ckpt.load_latest(ckpt_dir) if resume else None
-    epoch, batch_in_epoch, step, history, train_time, steps = 0, 0, 0, [], 0.0, []
+    epoch, batch_in_epoch, step, history, train_time, matched, steps = 0, 0, 0, [], 0.0, None, []
     if state is not None:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
@@ -299,6 +302,7 @@ def train(cfg: Config, out: str | Path | None = None, resume: bool = True, progr
         ckpt.set_rng_state(state["rng"])
         epoch, batch_in_epoch, step = state["epoch"], state["batch"], state["step"]
         history, train_time = state["history"], state["train_time"]
+        matched = torch.tensor(state["matched"]) if state.get("matched") is not None else None
         steps = state["steps"].tolist() if "steps" in state else []
         if state.get("finished"):  # a finished run is reused as it is
             return out
@@ -322,12 +326,15 @@ def train(cfg: Config, out: str | Path | None = None, resume: bool = True, progr
     factors = repeat_factors(training_labels(train_set), cfg.data.repeat_factor_t) if cfg.data.repeat_factor_t > 0 else None
     val_loader = build_loader(val_set, t.batch_size, train=False, num_workers=cfg.data.num_workers)
     best = max((h.get("AP50", -1.0) for h in history), default=-1.0)
+    probe_items = [SeededItems(train_set)[(i, t.seed)] for i in range(min(t.batch_size, len(train_set)))]
+    probe = MatchingProbe(*collate(probe_items), criterion.matcher)
 
     def snapshot(finished=False):
         return {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                 "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict() if scaler else None,
                 "rng": ckpt.rng_state(), "epoch": epoch, "batch": batch_in_epoch, "step": step,
                 "history": history, "train_time": train_time, "config": cfg.to_dict(), "finished": finished,
+                "matched": matched.tolist() if matched is not None else None,
                 "steps": torch.tensor(steps, dtype=torch.float64).reshape(-1, len(STEP_COLUMNS))}
 
     def on_step(now_step, batches_done):
@@ -341,9 +348,9 @@ def train(cfg: Config, out: str | Path | None = None, resume: bool = True, progr
     while epoch < t.epochs and not done:
         batches = epoch_batches(len(train_set), t.batch_size, t.seed, epoch, rank, world, factors)
         start_batch = batch_in_epoch
-        loader = torch.utils.data.DataLoader(
+        loader = torch.utils.data.DataLoader(  # its own generator: starting it must not draw from the global RNG
             SeededItems(train_set), batch_sampler=batches[start_batch:], collate_fn=collate,
-            num_workers=cfg.data.num_workers, persistent_workers=False)
+            num_workers=cfg.data.num_workers, generator=torch.Generator().manual_seed(t.seed + epoch))
         tic = time.perf_counter()
         means, step = train_one_epoch(
             net, criterion, loader, optimizer, scheduler, device, dtype=dtype, scaler=scaler,
@@ -355,6 +362,10 @@ def train(cfg: Config, out: str | Path | None = None, resume: bool = True, progr
         done = bool(t.max_steps and step >= t.max_steps)
         if rank == 0 and (epoch % t.eval_every == 0 or epoch == t.epochs or done):
             metrics = evaluate(model, val_set, val_loader, postprocess, device, dtype, counts)
+            now_matched = probe(model)
+            if matched is not None:
+                metrics["match_instability"] = instability(matched, now_matched)
+            matched = now_matched
             history.append({"step": step, "epoch": epoch, "train_time_s": round(train_time, 2),
                             "peak_memory_mb": peak_memory_mb(device),
                             **{f"train_{k}" if k != "skipped" else k: v for k, v in means.items()},

@@ -115,7 +115,7 @@ def test_gradients_reach_logits_and_boxes_in_fp32_from_bf16():
 
 def test_build_criterion_reads_the_config(monkeypatch):
     monkeypatch.delenv("DETRLIB_PROFILE", raising=False)
-    cfg = get_profile("quick").replace(**{"model.dec_layers": 3, "train.bbox_loss_coef": 4.0,
+    cfg = get_profile("quick").replace(**{"model.dec_layers": 3, "model.dn_groups": 0, "train.bbox_loss_coef": 4.0,
                                           "train.set_cost_giou": 1.5, "train.eos_coef": 0.2})
     crit = build_criterion(cfg)
     assert crit.num_classes == cfg.model.num_classes and crit.matcher.cost_giou == 1.5

@@ -39,8 +39,11 @@ def test_package_dependencies_are_what_colab_has():
     deps = {re.split(r"[<>=!~\[ ]", d)[0].lower() for d in meta["dependencies"]}
     assert deps <= COLAB_HAS | PURE_PYTHON, f"unexpected runtime dependencies: {deps - COLAB_HAS - PURE_PYTHON}"
     assert not any("==" in d for d in meta["dependencies"])
-    url, _ = repository()
+    url, branch = repository()
     assert meta["urls"]["Homepage"] == url, "pyproject.toml and _config.yml name different repositories"
+    from detrlib.config import BRANCH, REPOSITORY
+
+    assert (REPOSITORY, BRANCH) == (url, branch), "detrlib.config and _config.yml name different repositories"
 
 
 def test_readme_opens_with_the_two_commands_and_ci_runs_its_test_command():

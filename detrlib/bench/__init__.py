@@ -8,6 +8,8 @@ from __future__ import annotations
 import argparse
 import importlib
 import pkgutil
+import statistics
+import time
 from dataclasses import dataclass
 from typing import Callable
 
@@ -56,3 +58,32 @@ def format_table(rows: list[dict], title: str = "") -> str:
     lines.append("  ".join("-" * widths[c] for c in columns))
     lines += ["  ".join(cell(r.get(c, "")).ljust(widths[c]) for c in columns) for r in rows]
     return "\n".join(lines)
+
+
+def seconds(fn) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def take_turns(jobs: dict, repeats: int) -> dict:
+    """Median seconds of each job in ``{name: callable}``: one warm-up each, then the jobs take
+    turns, so a busy moment on a shared machine hurts them alike."""
+    for job in jobs.values():
+        job()
+    times = {name: [] for name in jobs}
+    for _ in range(repeats):
+        for name, job in jobs.items():
+            times[name].append(seconds(job))
+    return {name: statistics.median(t) for name, t in times.items()}
+
+
+def hf_detr(**config):
+    """Hugging Face's DetrForObjectDetection with random weights, or ``(None, why it is missing)``.
+    The benchmarks compare against it; detrlib itself never imports transformers."""
+    try:
+        import timm  # noqa: F401  (DetrConfig's default ResNet-50 backbone comes from timm)
+        from transformers import DetrConfig, DetrForObjectDetection
+    except ImportError as err:
+        return None, f"Hugging Face rows skipped: {err.name} is not installed (pip install transformers timm)"
+    return DetrForObjectDetection(DetrConfig(num_labels=91, **config)), ""

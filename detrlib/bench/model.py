@@ -9,12 +9,9 @@ number is the median of ``--repeats`` runs after a warm-up, the two libraries ta
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
-
 import torch
 
-from detrlib.bench import benchmark
+from detrlib.bench import benchmark, hf_detr, take_turns
 
 
 def _arguments(parser: argparse.ArgumentParser) -> None:
@@ -24,16 +21,6 @@ def _arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--repeats", type=int, default=5, help="timed runs per row (the median is shown)")
     parser.add_argument("--compile", action="store_true", help="torch.compile the detrlib model")
     parser.add_argument("--no-hf", action="store_true", help="skip Hugging Face even when installed")
-
-
-def _hf_model():
-    """DetrForObjectDetection with COCO's 91 classes and random weights, or a reason it is missing."""
-    try:
-        import timm  # noqa: F401  (DetrConfig's default ResNet-50 backbone comes from timm)
-        from transformers import DetrConfig, DetrForObjectDetection
-    except ImportError as err:
-        return None, f"Hugging Face rows skipped: {err.name} is not installed (pip install transformers timm)"
-    return DetrForObjectDetection(DetrConfig(num_labels=91)), ""
 
 
 def _loss(logits, boxes):
@@ -69,15 +56,6 @@ def _jobs(model, hf: bool, size: int, batch: int):
             f"inference s/img {size}²": inference}
 
 
-def _median_seconds(fn, repeats: int) -> list[float]:
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return times
-
-
 @benchmark("model", add_arguments=_arguments,
            help="DETR-R50 on CPU: forward, forward+backward and inference seconds, detrlib vs Hugging Face")
 def run(args: argparse.Namespace) -> list[dict]:
@@ -87,7 +65,7 @@ def run(args: argparse.Namespace) -> list[dict]:
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     ours = build_model(ModelConfig(backbone="resnet50", num_classes=91), compile=args.compile)
-    theirs, why = (None, "Hugging Face rows skipped (--no-hf)") if args.no_hf else _hf_model()
+    theirs, why = (None, "Hugging Face rows skipped (--no-hf)") if args.no_hf else hf_detr()
     if why:
         print(why)
 
@@ -96,17 +74,11 @@ def run(args: argparse.Namespace) -> list[dict]:
         our_jobs = _jobs(ours, False, size, args.batch)
         their_jobs = _jobs(theirs, True, size, args.batch) if theirs is not None else {}
         for name, job in our_jobs.items():
-            job()  # warm-up (and compilation)
-            if name in their_jobs:
-                their_jobs[name]()
-            mine, hf = [], []
-            for _ in range(args.repeats):  # take turns, so a busy moment hurts both alike
-                mine += _median_seconds(job, 1)
-                if name in their_jobs:
-                    hf += _median_seconds(their_jobs[name], 1)
-            row = {"job": name, "detrlib s": statistics.median(mine)}
-            if hf:
-                row["HF s"] = statistics.median(hf)
-                row["HF / detrlib"] = row["HF s"] / row["detrlib s"]
+            jobs = {"detrlib": job, **({"hf": their_jobs[name]} if name in their_jobs else {})}
+            seconds = take_turns(jobs, args.repeats)
+            row = {"job": name, "detrlib s": seconds["detrlib"]}
+            if "hf" in seconds:
+                row["HF s"] = seconds["hf"]
+                row["HF / detrlib"] = seconds["hf"] / seconds["detrlib"]
             rows.append(row)
     return rows

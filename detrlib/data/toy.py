@@ -1,8 +1,9 @@
 """The toy VOC: a generated, genuine VOCdevkit tree (JPEG + XML) that a CPU can learn from.
 
-Each class is a shape in a colour (``red_circle``, ``blue_diamond``, ...): 6 shapes x 4 colours
-give 12 classes, each colour on 3 shapes and each shape in 2 colours, so a detector needs both cues.
-It carries the difficulties of PASCAL VOC at a CPU's scale:
+Each class is a shape in its own colour (``red_circle``, ``teal_diamond``, ...): 12 classes on 6
+shapes, so *what* an object is stays easy to learn, and the hard part is DETR's: *where* each object
+is, how many there are, small and hidden ones, rare classes. It carries the difficulties of PASCAL
+VOC at a CPU's scale:
 
 - a long tail: class frequencies fall off exponentially from head to tail (``imbalance`` is the
   head-to-tail ratio of object counts, dealt exactly, so it holds for any number of images);
@@ -30,15 +31,17 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 YEAR = "VOCtoy"
-VERSION = 1  # part of the cache key of ensure_toy_voc: bump it when the pictures change
+VERSION = 2  # part of the cache key of ensure_toy_voc: bump it when the pictures change
 SHAPES = ("circle", "square", "triangle", "star", "cross", "diamond")
-COLOURS = {"red": (215, 40, 40), "blue": (45, 85, 225), "green": (40, 165, 60), "yellow": (240, 205, 30)}
+COLOURS = {"red": (215, 40, 40), "orange": (245, 135, 20), "yellow": (240, 215, 30), "lime": (150, 215, 40),
+           "green": (30, 140, 50), "teal": (20, 160, 150), "cyan": (60, 200, 240), "blue": (40, 70, 220),
+           "purple": (120, 50, 200), "magenta": (220, 40, 200), "pink": (250, 160, 190), "navy": (20, 30, 110)}
 # In frequency order, head first.
 TOY_CLASSES = (
-    "red_circle", "blue_square", "green_triangle", "yellow_star", "blue_circle", "red_square",
-    "yellow_triangle", "green_star", "red_cross", "blue_diamond", "green_cross", "yellow_diamond",
+    "red_circle", "blue_square", "green_triangle", "yellow_star", "cyan_circle", "orange_square",
+    "purple_triangle", "lime_star", "magenta_cross", "teal_diamond", "pink_cross", "navy_diamond",
 )
-DECOY_COLOURS = ((128, 128, 128), (150, 110, 70), (235, 235, 225), (60, 60, 60), (150, 95, 160))
+DECOY_COLOURS = ((128, 128, 128), (150, 110, 70), (235, 235, 225), (60, 60, 60))  # no class wears these
 
 
 @dataclass(frozen=True)

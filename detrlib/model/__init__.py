@@ -1,11 +1,13 @@
-"""DETR's pieces: backbone, position encoding, attention, transformer, and the model itself."""
+"""DETR's pieces: backbone, position encoding, attention, transformer, the model itself, and the
+denoising queries of DN-DETR (chapter 5)."""
 from detrlib.model.attention import Attention, record_attention
 from detrlib.model.backbone import Backbone, Joiner
+from detrlib.model.denoising import Denoiser
 from detrlib.model.detr import DETR, MLP, PostProcess, build_model
 from detrlib.model.parameters import count_parameters
 from detrlib.model.position_encoding import PositionEmbeddingLearned, PositionEmbeddingSine
 from detrlib.model.transformer import Transformer
 
-__all__ = ["Attention", "Backbone", "DETR", "Joiner", "MLP", "PositionEmbeddingLearned",
+__all__ = ["Attention", "Backbone", "DETR", "Denoiser", "Joiner", "MLP", "PositionEmbeddingLearned",
            "PositionEmbeddingSine", "PostProcess", "Transformer", "build_model", "count_parameters",
            "record_attention"]

@@ -1,7 +1,7 @@
 """DETR: backbone -> transformer -> one class and one box per object query.
 
-``DETR.forward`` is three steps, each a method a variant can reuse (denoising, chapter 5, decodes
-extra queries with :meth:`DETR.image_tokens`, the transformer and :meth:`DETR.predict`):
+``DETR.forward`` is three steps, each a method a variant can reuse (:meth:`DETR.denoise`, chapter
+5, decodes extra queries with the same three):
 
 1. :meth:`image_tokens`: CNN features, projected to ``hidden_dim`` and flattened to tokens, with
    their positions and padding mask;
@@ -18,7 +18,9 @@ from torch import nn
 from torchvision.ops import box_convert
 
 from detrlib.config import ModelConfig
+from detrlib.matcher import check_targets
 from detrlib.model.backbone import Backbone, Joiner
+from detrlib.model.denoising import Denoiser
 from detrlib.model.position_encoding import build_position_encoding
 from detrlib.model.transformer import Transformer
 
@@ -39,10 +41,14 @@ class MLP(nn.Module):
 
 class DETR(nn.Module):
     """``model(images [B, 3, H, W] float, mask [B, H, W] bool, True = padding, or None)`` ->
-    ``{"pred_logits": [B, Q, C + 1], "pred_boxes": [B, Q, 4], "aux_outputs": [...]}``."""
+    ``{"pred_logits": [B, Q, C + 1], "pred_boxes": [B, Q, 4], "aux_outputs": [...]}``.
+
+    With a ``denoiser`` (:class:`~detrlib.model.denoising.Denoiser`), training calls
+    ``model(images, mask, targets=targets)`` add denoising queries; inference is unchanged.
+    """
 
     def __init__(self, backbone: Joiner, transformer: Transformer, num_classes: int, num_queries: int,
-                 aux_loss: bool = True):
+                 aux_loss: bool = True, denoiser: Denoiser | None = None):
         super().__init__()
         self.num_classes, self.num_queries, self.aux_loss = num_classes, num_queries, aux_loss
         self.transformer = transformer
@@ -52,6 +58,7 @@ class DETR(nn.Module):
         self.query_embed = nn.Embedding(num_queries, hidden_dim)
         self.input_proj = nn.Conv2d(backbone.num_channels, hidden_dim, kernel_size=1)
         self.backbone = backbone
+        self.denoiser = denoiser
 
     def image_tokens(self, images: torch.Tensor, mask: torch.Tensor | None = None):
         """``(tokens [B, hw, d], pos [B or 1, hw, d], padding [B, hw] | None, (h, w))``."""
@@ -72,10 +79,34 @@ class DETR(nn.Module):
             out["aux_outputs"] = [{"pred_logits": a, "pred_boxes": b} for a, b in zip(logits[:-1], boxes[:-1])]
         return out
 
-    def forward(self, images: torch.Tensor, mask: torch.Tensor | None = None) -> dict:
+    def forward(self, images: torch.Tensor, mask: torch.Tensor | None = None,
+                targets: list[dict] | None = None) -> dict:
+        """``targets`` matter only to a model with a denoiser, in training (see :meth:`denoise`)."""
         tokens, pos, padding, _ = self.image_tokens(images, mask)
+        if self.denoiser is not None and self.training and targets is not None:
+            return self.denoise(tokens, pos, padding, targets)
         hs, _ = self.transformer(tokens, pos, padding, self.query_embed.weight)
         return self.predict(hs)
+
+    def denoise(self, tokens, pos, padding, targets: list[dict]) -> dict:
+        """Decode the denoising queries made from ``targets`` in front of the object queries (chapter 5).
+
+        The object queries' predictions come out as usual; the denoising queries' ones, in the same
+        format, as ``"dn_outputs"`` (absent when the batch has no object), with ``"dn_meta"`` saying
+        which object each came from. The attention mask keeps the object queries blind to the
+        denoising ones, so their outputs do not depend on them.
+        """
+        check_targets(targets, len(tokens), self.num_classes)
+        dn = self.denoiser(targets, self.num_queries)
+        n = dn.content.shape[1]
+        query_pos = torch.cat([dn.pos, self.query_embed.weight.expand(len(tokens), -1, -1)], 1)
+        tgt = torch.cat([dn.content, torch.zeros_like(query_pos[:, n:])], 1)  # DETR's zero content
+        hs, _ = self.transformer(tokens, pos, padding, query_pos, tgt, dn.attn_mask)
+        out = self.predict(hs[:, :, n:])
+        if n:
+            out["dn_outputs"] = self.predict(hs[:, :, :n])
+        out["dn_meta"] = dn.meta()
+        return out
 
 
 def check_inputs(images, mask) -> None:
@@ -110,7 +141,9 @@ def build_model(cfg: ModelConfig, compile: bool = False) -> DETR:
     joiner = Joiner(backbone, build_position_encoding(cfg.position_embedding, cfg.hidden_dim))
     transformer = Transformer(cfg.hidden_dim, cfg.nheads, cfg.enc_layers, cfg.dec_layers,
                               cfg.dim_feedforward, cfg.dropout)
-    model = DETR(joiner, transformer, cfg.num_classes, cfg.num_queries, cfg.aux_loss)
+    denoiser = (Denoiser(cfg.num_classes, cfg.hidden_dim, cfg.dn_groups, cfg.dn_label_noise, cfg.dn_box_noise)
+                if cfg.dn_groups > 0 else None)
+    model = DETR(joiner, transformer, cfg.num_classes, cfg.num_queries, cfg.aux_loss, denoiser)
     if compile:
         model.compile()
     return model

@@ -1,0 +1,122 @@
+"""``python -m detrlib bench step [--dn] [--profile quick]``: seconds per training step on the CPU.
+
+A step is everything the engine does per batch: forward (with the targets, for denoising),
+Hungarian matching, the set loss with auxiliary losses at every decoder layer, backward, gradient
+clipping and an AdamW update, on random images and boxes (speed does not depend on the values).
+``--profile full`` (default) is DETR-R50 as the paper trains it (91 classes, 6 + 6 layers, 100
+queries), at batch 2 and 512², next to Hugging Face's ``DetrForObjectDetection`` doing the same
+work when it is installed; ``--profile quick`` is the quick profile's small model at its own batch
+and image size. ``--dn`` also times the step with denoising queries and reports their overhead.
+Each number is the median of ``--repeats`` steps after a warm-up, the jobs taking turns.
+"""
+from __future__ import annotations
+
+import argparse
+
+import torch
+from torch import nn
+
+from detrlib.bench import benchmark, hf_detr, take_turns
+
+
+def _arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--profile", choices=["full", "quick"], default="full",
+                        help="full: DETR-R50, batch 2, 512² (default); quick: the quick profile's model and batch")
+    parser.add_argument("--batch", type=int, help="batch size (default: 2 for full, the profile's for quick)")
+    parser.add_argument("--size", type=int, help="square image size (default: 512 for full, the profile's for quick)")
+    parser.add_argument("--objects", type=int, nargs="+", default=[2, 4],
+                        help="objects per image, cycled over the batch (default 2 4)")
+    parser.add_argument("--dn", action="store_true", help="also time the step with denoising queries")
+    parser.add_argument("--dn-groups", type=int, default=5, help="denoising groups with --dn (default 5)")
+    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
+    parser.add_argument("--repeats", type=int, default=5, help="timed steps per row (the median is shown)")
+    parser.add_argument("--no-hf", action="store_true", help="skip Hugging Face even when installed")
+
+
+def _batch(batch: int, size: int, objects: list[int], num_classes: int):
+    g = torch.Generator().manual_seed(0)
+    images = torch.randn(batch, 3, size, size, generator=g)
+    mask = torch.zeros(batch, size, size, dtype=torch.bool)
+    targets = []
+    for i in range(batch):
+        n = objects[i % len(objects)]
+        centres = torch.rand(n, 2, generator=g) * 0.6 + 0.2
+        sizes = torch.rand(n, 2, generator=g) * 0.3 + 0.1
+        targets.append({"labels": torch.randint(0, num_classes, (n,), generator=g),
+                        "boxes": torch.cat([centres, sizes], 1)})
+    return images, mask, targets
+
+
+def detrlib_step(cfg, images, mask, targets):
+    """One training step of a fresh model built from ``cfg``, as :func:`detrlib.engine.train_one_epoch`
+    takes it."""
+    from detrlib.criterion import build_criterion
+    from detrlib.engine import make_optimizer
+    from detrlib.model import build_model
+
+    torch.manual_seed(0)
+    model = build_model(cfg.model).train()
+    criterion = build_criterion(cfg)
+    optimizer = make_optimizer(model, cfg.train)
+
+    def step():
+        outputs = model(images, mask, targets=targets)
+        loss = criterion.total(criterion(outputs, targets))
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        nn.utils.clip_grad_norm_(model.parameters(), cfg.train.clip_max_norm)
+        optimizer.step()
+
+    return step
+
+
+def hf_step(model, images, targets, clip: float = 0.1):
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=1e-4)
+    labels = [{"class_labels": t["labels"], "boxes": t["boxes"]} for t in targets]
+    model.train()
+
+    def step():
+        loss = model(pixel_values=images, labels=labels).loss
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        nn.utils.clip_grad_norm_(model.parameters(), clip)
+        optimizer.step()
+
+    return step
+
+
+@benchmark("step", add_arguments=_arguments,
+           help="seconds per training step (forward, matching, loss, backward, AdamW) on CPU; detrlib vs "
+                "Hugging Face, and --dn for denoising's overhead")
+def run(args: argparse.Namespace) -> list[dict]:
+    from detrlib.config import Config, ModelConfig, get_profile
+
+    torch.set_num_threads(args.threads)
+    if args.profile == "full":
+        cfg = Config(model=ModelConfig(backbone="resnet50", num_classes=91))
+        batch, size = args.batch or 2, args.size or 512
+    else:
+        cfg = get_profile("quick")
+        batch, size = args.batch or cfg.train.batch_size, args.size or max(cfg.data.train_scales)
+    images, mask, targets = _batch(batch, size, args.objects, cfg.model.num_classes)
+    groups = [0] + ([args.dn_groups] if args.dn else [])
+    jobs = {g: detrlib_step(cfg.replace(**{"model.dn_groups": g}), images, mask, targets) for g in groups}
+    hf, why = (None, "Hugging Face rows skipped") if args.no_hf or args.profile != "full" else hf_detr(auxiliary_loss=True)
+    if why and args.profile == "full":
+        print(why)
+    if hf is not None:
+        jobs["hf"] = hf_step(hf, images, targets)
+    seconds = take_turns(jobs, args.repeats)
+
+    pad = max(args.objects[i % len(args.objects)] for i in range(batch))
+    name = f"{cfg.model.backbone} d{cfg.model.hidden_dim} {cfg.model.enc_layers}+{cfg.model.dec_layers} b{batch} {size}²"
+    rows = []
+    for g in groups:
+        row = {"model": name, "dn_groups": g, "queries": cfg.model.num_queries + g * pad, "detrlib s/step": seconds[g]}
+        if g:
+            row["dn overhead"] = f"{seconds[g] / seconds[0] - 1:+.1%}"
+        elif "hf" in seconds:
+            row["HF s/step"] = seconds["hf"]
+            row["HF / detrlib"] = seconds["hf"] / seconds[0]
+        rows.append(row)
+    return rows
