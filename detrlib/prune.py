@@ -25,12 +25,10 @@ SEED = (4, 50)  # the seed's pruned decoder: 4 layers, 50 queries
 
 
 def pruning_grid(cfg: Config) -> tuple[list[int], list[int]]:
-    """Decoder layers and query counts to compare, largest first: the grid 6/4/2 x 100/50/25 for the
-    full profile (DETR-R50 from the COCO checkpoint, whose 6 layers and 100 queries are the largest),
-    and for smaller profiles the same grid scaled so that the seed's 4 layers and 50 queries become
-    the profile's own model (a 6-layer, 100-query model is too slow to train on a CPU)."""
-    if cfg.profile == "full":
-        return list(GRID_LAYERS), list(GRID_QUERIES)
+    """Decoder layers and query counts to compare, largest first: the grid 6/4/2 x 100/50/25 scaled
+    so that the seed's 4 layers and 50 queries become the profile's own model. The full profile's
+    model is the seed's, so it gets the grid itself (its largest point, 6/100, is the COCO
+    checkpoint's shape); the quick profile's smaller model gets a grid that a CPU can train."""
     m = cfg.model
     layers = sorted({max(1, round(n * m.dec_layers / SEED[0])) for n in GRID_LAYERS}, reverse=True)
     queries = sorted({max(1, round(n * m.num_queries / SEED[1])) for n in GRID_QUERIES}, reverse=True)

@@ -4,9 +4,9 @@ import argparse
 import pytest
 import torch
 
-from detrlib.bench import load_all
+from detrlib.bench import load_all, take_turns
 from detrlib.bench.gpu import training_speed
-from detrlib.bench.infer import median_seconds, parse_config, seconds_per_image
+from detrlib.bench.infer import parse_config, seconds_per_image
 from detrlib.config import get_profile
 from detrlib.model import build_model
 
@@ -24,10 +24,12 @@ def test_configurations_are_decoder_layers_by_queries():
             parse_config(bad)
 
 
-def test_warm_up_calls_are_not_timed_and_the_median_is_reported():
+def test_jobs_warm_up_untimed_then_take_turns():
     calls = []
-    seconds = median_seconds(lambda: calls.append(1), torch.device("cpu"), repeats=5, warmup=3)
-    assert len(calls) == 8 and 0 <= seconds < 1
+    times = take_turns({"a": lambda: calls.append("a"), "b": lambda: calls.append("b")}, repeats=3, warmup=2,
+                       device=torch.device("cpu"))
+    assert calls == ["a", "a", "b", "b"] + ["a", "b"] * 3
+    assert set(times) == {"a", "b"} and all(0 <= t < 1 for t in times.values())
 
 
 def test_seconds_per_image_runs_in_eval_mode_under_autocast():

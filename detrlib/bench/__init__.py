@@ -13,6 +13,7 @@ import time
 from dataclasses import dataclass
 from typing import Callable
 
+import torch
 
 
 @dataclass
@@ -60,21 +61,35 @@ def format_table(rows: list[dict], title: str = "") -> str:
     return "\n".join(lines)
 
 
-def seconds(fn) -> float:
+def seconds(fn, device=None) -> float:
+    """Wall time of one ``fn()``. On a CUDA ``device`` kernels run asynchronously, so the call is
+    timed between two CUDA events and waited for: a clock read right after it would time the
+    kernel launches, not the work."""
+    if device is not None and torch.device(device).type == "cuda":
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        fn()
+        end.record()
+        end.synchronize()
+        return start.elapsed_time(end) / 1e3
     start = time.perf_counter()
     fn()
     return time.perf_counter() - start
 
 
-def take_turns(jobs: dict, repeats: int) -> dict:
-    """Median seconds of each job in ``{name: callable}``: one warm-up each, then the jobs take
-    turns, so a busy moment on a shared machine hurts them alike."""
+def take_turns(jobs: dict, repeats: int, warmup: int = 1, device=None) -> dict:
+    """Median seconds of each job in ``{name: callable}``: ``warmup`` untimed calls each (memory,
+    kernel choice, compilation), then the jobs take turns, so a busy moment on a shared machine
+    hurts them alike."""
     for job in jobs.values():
-        job()
+        for _ in range(warmup):
+            job()
+    if device is not None and torch.device(device).type == "cuda":
+        torch.cuda.synchronize(device)
     times = {name: [] for name in jobs}
     for _ in range(repeats):
         for name, job in jobs.items():
-            times[name].append(seconds(job))
+            times[name].append(seconds(job, device))
     return {name: statistics.median(t) for name, t in times.items()}
 
 

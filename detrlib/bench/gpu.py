@@ -1,7 +1,7 @@
 """``python -m detrlib bench gpu``: fp32 against mixed precision on a CUDA GPU, in under 5 minutes.
 
-For the seed's configuration (DETR-R50, 6 encoder / 4 decoder layers, 50 queries) and DETR's own
-(6 / 6 / 100), both for VOC's 20 classes, at ``--size``² inputs: training steps per second (the
+For the seed's configuration (the full profile: DETR-R50, 6 encoder / 4 decoder layers, 50 queries,
+denoising) and DETR's own (6 / 6 / 100, no denoising), both for VOC's 20 classes, at ``--size``² inputs: training steps per second (the
 engine's real step: forward, Hungarian matching and losses in fp32, backward, clipping, AdamW) and
 their peak memory, then inference seconds per image at batch 1 and 8 (see ``bench infer``). AMP is
 bf16 where the GPU supports it and fp16 with a ``GradScaler`` otherwise (a T4). Random weights and
@@ -19,7 +19,12 @@ import torch
 from detrlib.bench import benchmark
 from detrlib.bench.infer import seconds_per_image
 
-CONFIGS = {"seed R50 6/4/50": (4, 50), "DETR-R50 6/6/100": (6, 100)}
+def configurations(full) -> dict:
+    """The seed's configuration (the full profile: 4 decoder layers, 50 queries, denoising) and
+    DETR's own (6 decoder layers, 100 queries, no denoising), by name."""
+    m = full.model
+    return {f"seed R50 {m.enc_layers}/{m.dec_layers}/{m.num_queries}" + (f" DN{m.dn_groups}" if m.dn_groups else ""): full,
+            "DETR-R50 6/6/100": full.replace(**{"model.dec_layers": 6, "model.num_queries": 100, "model.dn_groups": 0})}
 
 
 def random_batch(batch: int, size: int, num_classes: int, device: torch.device, objects: int = 5):
@@ -56,7 +61,8 @@ def training_speed(cfg, device: torch.device, dtype: torch.dtype | None, size: i
     log = []
     reset_peak_memory(device)
     train_one_epoch(model, criterion, data, optimizer, scheduler, device, dtype=dtype, scaler=scaler,
-                    clip_max_norm=cfg.train.clip_max_norm, progress=False, step_log=log)
+                    clip_max_norm=cfg.train.clip_max_norm, progress=False, step_log=log,
+                    pass_targets=cfg.model.dn_groups > 0)
     seconds = statistics.median(row[3] for row in log[warmup:])
     return {"steps/s": 1 / seconds, "peak MiB": peak_memory_mb(device), "loss": log[-1][1], "model": model}
 
@@ -99,8 +105,7 @@ def measure(args: argparse.Namespace) -> list[dict]:
     print(f"{torch.cuda.get_device_name(device)}, torch {torch.__version__}: training batch {batch} at {args.size}², "
           f"median of {args.steps} steps after {args.warmup}; inference median of {args.repeats} calls")
     start, rows = time.perf_counter(), []
-    for name, (dec, queries) in CONFIGS.items():
-        run_cfg = cfg.replace(**{"model.dec_layers": dec, "model.num_queries": queries})
+    for name, run_cfg in configurations(cfg).items():
         base = None
         for label, dtype in precisions.items():
             result = training_speed(run_cfg, device, dtype, args.size, batch, args.steps, args.warmup)

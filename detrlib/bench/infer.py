@@ -3,8 +3,9 @@
 Each row runs a few untimed warm-up calls first (memory allocation, kernel choice, and compilation
 with ``--compile``), then ``--repeats`` timed calls, and reports the median call divided by the batch
 size. On a GPU, kernels run asynchronously: a wall clock read right after the call would time the
-kernel launches, not the work, so each call is timed between two CUDA events and waited for. Models
-have random weights: speed does not depend on them.
+kernel launches, not the work, so each call is timed between two CUDA events and waited for. The
+configurations take turns (:func:`~detrlib.bench.take_turns`), so a busy moment on a shared machine
+hurts them alike. Models have random weights: speed does not depend on them.
 
 Configurations are ``DECxQUERIES`` (``4x50``: 4 decoder layers, 50 object queries) of a profile's
 model (``full``: DETR-R50 for VOC's 20 classes). The ``vs first`` column is the speed-up over the
@@ -14,12 +15,10 @@ from __future__ import annotations
 
 import argparse
 import re
-import statistics
-import time
 
 import torch
 
-from detrlib.bench import benchmark
+from detrlib.bench import benchmark, take_turns
 
 SEED_PAIR = ("6x100", "4x50")  # the seed's pruned decoder against DETR's own
 TARGET = 1.2  # the speed-up the seed's pruned decoder should give
@@ -33,33 +32,10 @@ def parse_config(text: str) -> tuple[int, int]:
     return int(match[1]), int(match[2])
 
 
-def median_seconds(fn, device: torch.device, repeats: int = 20, warmup: int = 3) -> float:
-    """Median seconds of ``fn()`` over ``repeats`` calls after ``warmup`` untimed ones; on a GPU
-    timed with CUDA events and a synchronization after each call."""
-    for _ in range(warmup):
-        fn()
-    times = []
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-        for _ in range(repeats):
-            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            start.record()
-            fn()
-            end.record()
-            end.synchronize()
-            times.append(start.elapsed_time(end) / 1e3)
-    else:
-        for _ in range(repeats):
-            tic = time.perf_counter()
-            fn()
-            times.append(time.perf_counter() - tic)
-    return statistics.median(times)
-
-
-def seconds_per_image(model, size: int, batch: int = 1, dtype: torch.dtype | None = None,
-                      device: torch.device | None = None, repeats: int = 20, warmup: int = 3) -> float:
-    """Median inference seconds per image of ``model`` on a batch of ``batch`` random ``size``²
-    images (eval mode, no gradients, under autocast to ``dtype`` when given)."""
+def inference_job(model, size: int, batch: int = 1, dtype: torch.dtype | None = None,
+                  device: torch.device | None = None):
+    """A callable running ``model`` on a batch of ``batch`` random ``size``² images: eval mode, no
+    gradients, under autocast to ``dtype`` when given."""
     from detrlib.engine import autocast
 
     device = device or next(model.parameters()).device
@@ -71,7 +47,16 @@ def seconds_per_image(model, size: int, batch: int = 1, dtype: torch.dtype | Non
         with torch.no_grad(), autocast(device, dtype):
             model(images, mask)
 
-    return median_seconds(call, device, repeats, warmup) / batch
+    return call
+
+
+def seconds_per_image(model, size: int, batch: int = 1, dtype: torch.dtype | None = None,
+                      device: torch.device | None = None, repeats: int = 20, warmup: int = 3) -> float:
+    """Median inference seconds per image of ``model`` (see :func:`inference_job`) over ``repeats``
+    calls after ``warmup`` untimed ones; on a GPU timed with CUDA events."""
+    device = device or next(model.parameters()).device
+    job = inference_job(model, size, batch, dtype, device)
+    return take_turns({"job": job}, repeats, warmup, device)["job"] / batch
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -126,10 +111,11 @@ def measure(args: argparse.Namespace) -> list[dict]:
                     dtype = amp_dtype("auto" if precision == "amp" else ("off" if precision == "fp32" else precision),
                                       device)
                     label = precision if precision != "amp" else f"amp ({str(dtype).removeprefix('torch.')})"
-                    first = None
+                    jobs = {shape: inference_job(model, size, batch, dtype, device) for shape, model in models.items()}
+                    times = take_turns(jobs, args.repeats, args.warmup, device)  # configurations alternate
+                    first = times[configs[0]] / batch
                     for (dec, queries), model in models.items():
-                        s = seconds_per_image(model, size, batch, dtype, device, args.repeats, args.warmup)
-                        first = first or s
+                        s = times[(dec, queries)] / batch
                         rows.append({"decoder x queries": f"{dec}x{queries}",
                                      "params": count_parameters(model)[-1]["total"], "size": size,
                                      "batch": batch, "precision": label, "compile": "yes" if compiled else "no",
