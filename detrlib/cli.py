@@ -208,6 +208,7 @@ def _prune(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from detrlib.checkpoint import load_trained
+    from detrlib.config import pick_device
     from detrlib.data import build_dataset, build_loader
     from detrlib.engine import read_metrics, train
     from detrlib.model import count_parameters
@@ -215,6 +216,7 @@ def _prune(args: argparse.Namespace) -> int:
 
     source = Path(args.checkpoint)
     model, cfg, _ = load_trained(source)
+    model.to(pick_device(cfg.train.device))  # where query usage is measured
     loader = None
     if args.by == "usage":
         dataset = build_dataset(cfg.data, "val")
