@@ -99,6 +99,11 @@ class TrainConfig:
     bbox_loss_coef: float = 5.0
     giou_loss_coef: float = 2.0
     eos_coef: float = 0.1
+    # the classification loss (chapter 8): "ce" as in DETR, "balanced" (cross-entropy weighted by the
+    # inverse effective number of each class's training objects, Cui et al.) or "focal" (Lin et al.)
+    class_loss: str = "ce"
+    balanced_beta: float = 0.999  # "balanced": effective number (1 - beta^n) / (1 - beta) of n objects
+    focal_gamma: float = 2.0  # "focal": the loss of a prediction is scaled by (1 - p_true)^gamma
     amp: str = "off"  # "off", "auto" (bf16 where supported, else fp16), "bf16" or "fp16"
     device: str = "auto"  # "auto" picks cuda when present, else cpu
     seed: int = 42
