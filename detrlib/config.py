@@ -235,7 +235,15 @@ def resolve_profile(name: str | None = None) -> str:
 
 def get_profile(name: str | None = None) -> Config:
     """The settings of a profile (see :func:`resolve_profile` for how it is chosen)."""
-    return _BUILDERS[resolve_profile(name)]()
+    return profile_settings(resolve_profile(name))
+
+
+def profile_settings(name: str) -> Config:
+    """The settings of the profile ``name`` itself, whatever ``DETRLIB_PROFILE`` says: to show
+    another profile's recipe (:func:`get_profile` chooses the profile to run)."""
+    if name not in PROFILES:
+        raise ValueError(f"unknown profile {name!r}: choose one of {', '.join(PROFILES)}")
+    return _BUILDERS[name]()
 
 
 def workdir() -> Path:
