@@ -108,3 +108,14 @@ def test_ablate_command_on_the_smoke_profile(tmp_path, monkeypatch, capsys):
     assert sorted(p.name for p in (tmp_path / "home" / "runs").iterdir()) == runs
     again = json.loads(out.read_text())
     assert [r["AP50"] for r in again["rows"]] == [r["AP50"] for r in results["rows"]]
+
+
+def test_the_full_profile_is_the_seeds_recipe(no_env):
+    """What `python -m detrlib train --profile full --out DIR --resume` trains (chapter 8)."""
+    args = cli.build_parser().parse_args(["train", "--profile", "full", "--out", "/drive/run", "--resume"])
+    cfg = cli._config_from_args(args)
+    m, t, d = cfg.model, cfg.train, cfg.data
+    assert (m.backbone, m.enc_layers, m.dec_layers, m.num_queries, m.num_classes) == ("resnet50", 6, 4, 50, 20)
+    assert m.dn_groups == 5 and t.amp == "auto" and t.init_checkpoint.endswith("detr-r50-e632da11.pth")
+    assert d.train_sets == ("VOC2007:trainval", "VOC2012:trainval") and d.val_sets == ("VOC2007:test",)
+    assert d.longtail == "exp50" and d.download and (t.epochs, t.lr_drop) == (50, 40)
