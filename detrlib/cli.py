@@ -236,6 +236,22 @@ def _prune(args: argparse.Namespace) -> int:
     return 0
 
 
+def _ablate(args: argparse.Namespace) -> int:
+    from detrlib.ablation import ablate, table
+    from detrlib.bench import format_table
+    from detrlib.config import get_profile
+
+    cfg = get_profile(args.profile)
+    result = ablate(cfg, args.seeds, args.out, repeats=args.repeats, rfs_threshold=args.rfs_threshold,
+                    progress=args.progress, note=args.note)
+    where = f"{cfg.profile} profile, seeds {args.seeds}, {result['machine']['cpu']}"
+    print(format_table(table(result, "ablation"), title=f"ablation ({where})"))
+    print(format_table(table(result, "remedies"), title=f"class imbalance remedies ({where})"))
+    if args.out:
+        print(f"wrote {args.out}")
+    return 0
+
+
 def _class_names(cfg) -> list[str]:
     from detrlib.data import data_root
     from detrlib.data.voc import parse_sets, read_classes
@@ -337,6 +353,27 @@ def build_parser() -> argparse.ArgumentParser:
     prune.add_argument("--finetune-steps", type=int, default=0,
                        help="then fine-tune for this many steps at a tenth of the run's learning rates (default 0)")
     prune.set_defaults(func=_prune)
+
+    from detrlib.ablation import RFS_THRESHOLD
+
+    ablation = commands.add_parser(
+        "ablate", help="train the ablation and the class imbalance remedies with several seeds (chapter 8)",
+        description="Train every variant of chapter 8 for every seed with the profile's budget: vanilla DETR, "
+                    "+ denoising, + the pruned decoder, + mixed precision; and against the recipe in fp32, "
+                    "repeat-factor sampling, the class-balanced loss and the focal loss. Finished runs are "
+                    "reused. Prints the tables and writes every number, with the machine, date and "
+                    "command, as JSON. Takes an hour or more in the quick profile on a CPU.")
+    ablation.add_argument("--profile", choices=["smoke", "quick", "full"],
+                          help="settings to start from (default: full on a CUDA GPU, quick otherwise)")
+    ablation.add_argument("--seeds", type=int, nargs="+", default=[0, 1], help="training seeds (default 0 1)")
+    ablation.add_argument("--out", help="JSON file to write the results to")
+    ablation.add_argument("--repeats", type=int, default=20, help="timed inference calls per variant (default 20)")
+    ablation.add_argument("--rfs-threshold", type=float, default=RFS_THRESHOLD,
+                          help="repeat-factor threshold: classes in fewer than this share of the images are "
+                               "repeated (default %(default)s)")
+    ablation.add_argument("--note", default="", help="a remark stored with the results (e.g. the machine was shared)")
+    ablation.add_argument("--progress", action="store_true", help="show the training progress bars")
+    ablation.set_defaults(func=_ablate)
 
     from detrlib.bench import load_all
 

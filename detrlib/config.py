@@ -99,6 +99,11 @@ class TrainConfig:
     bbox_loss_coef: float = 5.0
     giou_loss_coef: float = 2.0
     eos_coef: float = 0.1
+    # the classification loss (chapter 8): "ce" as in DETR, "balanced" (cross-entropy weighted by the
+    # inverse effective number of each class's training objects, Cui et al.) or "focal" (Lin et al.)
+    class_loss: str = "ce"
+    balanced_beta: float = 0.999  # "balanced": effective number (1 - beta^n) / (1 - beta) of n objects
+    focal_gamma: float = 2.0  # "focal": the loss of a prediction is scaled by (1 - p_true)^gamma
     amp: str = "off"  # "off", "auto" (bf16 where supported, else fp16), "bf16" or "fp16"
     device: str = "auto"  # "auto" picks cuda when present, else cpu
     seed: int = 42
@@ -230,7 +235,15 @@ def resolve_profile(name: str | None = None) -> str:
 
 def get_profile(name: str | None = None) -> Config:
     """The settings of a profile (see :func:`resolve_profile` for how it is chosen)."""
-    return _BUILDERS[resolve_profile(name)]()
+    return profile_settings(resolve_profile(name))
+
+
+def profile_settings(name: str) -> Config:
+    """The settings of the profile ``name`` itself, whatever ``DETRLIB_PROFILE`` says: to show
+    another profile's recipe (:func:`get_profile` chooses the profile to run)."""
+    if name not in PROFILES:
+        raise ValueError(f"unknown profile {name!r}: choose one of {', '.join(PROFILES)}")
+    return _BUILDERS[name]()
 
 
 def workdir() -> Path:

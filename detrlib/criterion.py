@@ -3,7 +3,8 @@
 For each decoder layer's outputs: match (:class:`~detrlib.matcher.HungarianMatcher`), then
 
 - ``loss_ce``: cross-entropy over all Q predictions; matched ones learn their object's class, the
-  others learn "no object" (class index C), down-weighted by ``eos_coef`` because they are many;
+  others learn "no object" (class index C), down-weighted by ``eos_coef`` because they are many
+  (chapter 8 adds class weights for rare classes and the focal loss, :func:`class_balanced_weights`);
 - ``loss_bbox``, ``loss_giou``: L1 and 1 - GIoU between matched boxes, summed and divided by the
   number of objects in the batch;
 - ``class_error``, ``cardinality_error``: logged metrics with no gradient.
@@ -56,10 +57,16 @@ class SetCriterion(nn.Module):
     ``x`` calls the method ``loss_x(outputs, targets, indices, num_boxes)``, so a subclass adds a term
     (or swaps the classification loss) by defining a method. ``weight_dict`` maps loss names to their
     weight in :meth:`total`; names it lacks (the metrics) are logged only.
+
+    Two additions for class imbalance (chapter 8), both off by default: ``class_weights`` ([C],
+    e.g. :func:`class_balanced_weights`) weigh each object class in the cross-entropy as
+    ``eos_coef`` weighs no-object, and ``focal_gamma`` > 0 scales each prediction's term by
+    ``(1 - p)^focal_gamma``, ``p`` its probability of the right class (the focal loss).
     """
 
     def __init__(self, num_classes: int, matcher: HungarianMatcher, weight_dict: dict[str, float],
-                 eos_coef: float, losses: list[str]):
+                 eos_coef: float, losses: list[str], class_weights: Tensor | None = None,
+                 focal_gamma: float = 0.0):
         super().__init__()
         unknown = [name for name in losses if not callable(getattr(self, f"loss_{name}", None))]
         if unknown:
@@ -70,20 +77,31 @@ class SetCriterion(nn.Module):
         self.eos_coef = eos_coef
         self.losses = list(losses)
         empty_weight = torch.ones(num_classes + 1)
+        if class_weights is not None:
+            if len(class_weights) != num_classes:
+                raise ValueError(f"class_weights has {len(class_weights)} entries for {num_classes} classes")
+            empty_weight[:-1] = torch.as_tensor(class_weights, dtype=torch.float32)
         empty_weight[-1] = eos_coef
         self.register_buffer("empty_weight", empty_weight)
+        if focal_gamma < 0:
+            raise ValueError(f"focal_gamma must be >= 0, not {focal_gamma}")
+        self.focal_gamma = focal_gamma
 
     def loss_labels(self, outputs, targets, indices, num_boxes, log=True) -> dict[str, Tensor]:
-        """Weighted cross-entropy over every prediction; ``class_error`` (%) over matched ones."""
+        """Weighted cross-entropy over every prediction (focal with ``focal_gamma`` > 0), divided by
+        the sum of the weights of the predictions' target classes, as ``F.cross_entropy``'s weighted
+        mean; ``class_error`` (%) over matched ones."""
         logits = outputs["pred_logits"].float()
         idx = matched_prediction_index(indices)
         matched_classes = torch.cat([t["labels"][j] for t, (_, j) in zip(targets, indices)])
         target_classes = torch.full(logits.shape[:2], self.num_classes, dtype=torch.int64, device=logits.device)
         target_classes[idx] = matched_classes
-        weight = self.empty_weight.to(logits.device)
-        # F.cross_entropy's weighted mean, with the weights summed over the global batch under DDP
-        total = F.cross_entropy(logits.transpose(1, 2), target_classes, weight, reduction="sum")
-        losses = {"loss_ce": total / process_mean(weight[target_classes].sum())}
+        weight = self.empty_weight.to(logits.device)[target_classes]
+        nll = F.cross_entropy(logits.transpose(1, 2), target_classes, reduction="none")
+        if self.focal_gamma:
+            nll = (1 - torch.exp(-nll)) ** self.focal_gamma * nll  # exp(-nll) is p of the target class
+        # a weighted mean, with the weights summed over the global batch under DDP
+        losses = {"loss_ce": (weight * nll).sum() / process_mean(weight.sum())}
         if log:
             losses["class_error"] = class_error(logits[idx].detach(), matched_classes)
         return losses
@@ -193,10 +211,24 @@ def denoising_pairs(meta: dict, targets: list[dict]) -> tuple[tuple[Tensor, Tens
     return (torch.cat(batch), torch.cat(query)), {"labels": torch.cat(labels), "boxes": torch.cat(boxes)}
 
 
-def build_criterion(cfg: Config) -> SetCriterion:
+def class_balanced_weights(counts, beta: float) -> Tensor:
+    """Cui et al.'s class-balanced weights: class ``c`` with ``n_c`` training objects weighs
+    ``1 / E(n_c)``, where ``E(n) = (1 - beta^n) / (1 - beta)`` is the "effective number" of n
+    objects: 1 with beta = 0 (every class weighs the same), n as beta -> 1 (inverse frequency), and
+    never more than 1 / (1 - beta), so beyond a few times that many objects more add little. Scaled
+    so that the weights average 1 over the classes; a class without objects counts as one."""
+    if not 0 <= beta < 1:
+        raise ValueError(f"train.balanced_beta must be in [0, 1), not {beta}")
+    n = torch.as_tensor(counts, dtype=torch.float64).clamp(min=1)
+    weights = (1 - beta) / (1 - beta ** n)
+    return (weights * len(weights) / weights.sum()).float()
+
+
+def build_criterion(cfg: Config, class_counts=None) -> SetCriterion:
     """Matcher, loss weights (one set per decoder layer with ``aux_loss``) and criterion from a
     Config; with ``model.dn_groups > 0`` a :class:`DenoisingCriterion` whose denoising terms weigh
-    as much as the matched ones."""
+    as much as the matched ones. ``train.class_loss="balanced"`` needs ``class_counts``, the
+    training objects of each class (``[dataset.class_counts()[c] for c in dataset.classes]``)."""
     t, m = cfg.train, cfg.model
     matcher = HungarianMatcher(cost_class=t.set_cost_class, cost_bbox=t.set_cost_bbox, cost_giou=t.set_cost_giou)
     weights = {"loss_ce": 1.0, "loss_bbox": t.bbox_loss_coef, "loss_giou": t.giou_loss_coef}
@@ -204,5 +236,18 @@ def build_criterion(cfg: Config) -> SetCriterion:
     if m.dn_groups > 0:
         suffixes += ["_dn"] + ([f"_dn_{i}" for i in range(m.dec_layers - 1)] if m.aux_loss else [])
     weight_dict = {f"{k}{s}": w for s in suffixes for k, w in weights.items()}
+    extra = {}
+    if t.class_loss == "balanced":
+        if class_counts is None:
+            raise ValueError("train.class_loss='balanced' needs the training set's class counts: "
+                             "build_criterion(cfg, class_counts=[objects of each class])")
+        if len(class_counts) != m.num_classes:
+            raise ValueError(f"class_counts has {len(class_counts)} entries but model.num_classes is {m.num_classes}")
+        extra["class_weights"] = class_balanced_weights(class_counts, t.balanced_beta)
+    elif t.class_loss == "focal":
+        extra["focal_gamma"] = t.focal_gamma
+    elif t.class_loss != "ce":
+        raise ValueError(f"train.class_loss must be 'ce', 'balanced' or 'focal', not {t.class_loss!r}")
     cls = DenoisingCriterion if m.dn_groups > 0 else SetCriterion
-    return cls(m.num_classes, matcher, weight_dict, eos_coef=t.eos_coef, losses=["labels", "boxes", "cardinality"])
+    return cls(m.num_classes, matcher, weight_dict, eos_coef=t.eos_coef, losses=["labels", "boxes", "cardinality"],
+               **extra)

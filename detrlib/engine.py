@@ -283,7 +283,8 @@ def train(cfg: Config, out: str | Path | None = None, resume: bool = True, progr
 
     train_set, val_set = build_dataset(cfg.data, "train"), build_dataset(cfg.data, "val")
     model = build_model(cfg.model).to(device)
-    criterion = build_criterion(cfg).to(device)
+    counts = [train_set.class_counts()[name] for name in train_set.classes]  # training objects per class
+    criterion = build_criterion(cfg, counts).to(device)
     postprocess = PostProcess()
     dtype = amp_dtype(t.amp, device)
     scaler = torch.amp.GradScaler(device.type) if dtype == torch.float16 else None
@@ -322,7 +323,6 @@ def train(cfg: Config, out: str | Path | None = None, resume: bool = True, progr
         if device.type == "cuda" and not cfg.model.frozen_bn:  # batch statistics over the global batch
             net = nn.SyncBatchNorm.convert_sync_batchnorm(net)
         net = nn.parallel.DistributedDataParallel(net, device_ids=[device.index] if device.type == "cuda" else None)
-    counts = [train_set.class_counts()[name] for name in train_set.classes]
     factors = repeat_factors(training_labels(train_set), cfg.data.repeat_factor_t) if cfg.data.repeat_factor_t > 0 else None
     val_loader = build_loader(val_set, t.batch_size, train=False, num_workers=cfg.data.num_workers)
     best = max((h.get("AP50", -1.0) for h in history), default=-1.0)

@@ -1,6 +1,6 @@
 import pytest
 
-from detrlib.config import PROFILES, Config, get_profile, resolve_profile
+from detrlib.config import PROFILES, Config, get_profile, profile_settings, resolve_profile
 
 
 def test_env_variable_overrides_the_parameter(monkeypatch):
@@ -8,6 +8,15 @@ def test_env_variable_overrides_the_parameter(monkeypatch):
     assert resolve_profile("full") == "smoke"
     monkeypatch.delenv("DETRLIB_PROFILE")
     assert resolve_profile("full") == "full"
+
+
+def test_profile_settings_ignore_the_env_variable(monkeypatch):
+    monkeypatch.setenv("DETRLIB_PROFILE", "smoke")
+    assert get_profile("full").profile == "smoke"  # choosing what to run: the variable wins
+    full = profile_settings("full")  # showing a recipe: the one named
+    assert full.profile == "full" and full.model.backbone == "resnet50"
+    with pytest.raises(ValueError, match="unknown profile 'fast'"):
+        profile_settings("fast")
 
 
 def test_auto_picks_quick_without_a_gpu(monkeypatch):

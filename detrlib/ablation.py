@@ -1,0 +1,232 @@
+"""The book's closing measurements (chapter 8), written to one JSON file.
+
+- **Ablation**: from vanilla DETR to the seed project's recipe one change at a time: denoising
+  (chapter 5), the pruned decoder (4 layers and 50 queries instead of 6 and 100, chapter 6, mapped
+  onto a smaller profile's model by :func:`~detrlib.prune.pruning_grid`), mixed precision (chapter 7).
+- **Class imbalance remedies**, each against the same baseline (the recipe in fp32): repeat-factor
+  sampling (Gupta et al., 2019), the class-balanced loss (Cui et al., 2019) and the focal loss
+  (Lin et al., 2017).
+
+Every variant trains with the profile's budget (the same number of optimizer steps) for each seed.
+Runs live in :func:`~detrlib.engine.run_dir` folders keyed by their configuration, so a finished run
+is reused, never trained twice. The file records where and how the numbers were measured.
+"""
+from __future__ import annotations
+
+import datetime
+import json
+import math
+import os
+import platform
+import statistics
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from detrlib.config import Config
+
+METRICS = ("AP50", "AP", "head_AP50", "tail_AP50", "train_time_s")
+RFS_THRESHOLD = 0.25  # repeat images whose rarest class is in fewer than a quarter of the images
+
+
+@dataclass
+class Variant:
+    """One configuration to measure: a name, its group and its changes to the profile's settings."""
+
+    group: str  # "ablation" or "remedies"
+    name: str
+    changes: dict = field(default_factory=dict)  # dotted config fields -> values
+
+    def config(self, cfg: Config, seed: int) -> Config:
+        return cfg.replace(**self.changes, **{"train.seed": seed})
+
+    def command(self, profile: str, seed: int) -> str:
+        """The ``python -m detrlib train`` command that trains (or resumes) this variant's run."""
+        sets = " ".join(f"--set {k}={v if isinstance(v, str) else json.dumps(v)}" for k, v in self.changes.items())
+        return f"python -m detrlib train --profile {profile} --seed {seed} --resume {sets}".strip()
+
+
+def budget_steps(cfg: Config, train_images: int) -> int:
+    """The optimizer steps of one run of ``cfg`` on one process, as :func:`~detrlib.engine.train`
+    counts them."""
+    t = cfg.train
+    return t.max_steps or t.epochs * (train_images // t.batch_size // t.grad_accum_steps)
+
+
+def variants(cfg: Config, steps: int, rfs_threshold: float = RFS_THRESHOLD) -> list[Variant]:
+    """The variants of the ablation and of the remedies for the profile ``cfg``.
+
+    ``steps`` is the budget (:func:`budget_steps`); repeat-factor sampling makes epochs longer,
+    so its run stops after that many steps instead of after the profile's epochs (the learning
+    rate drops at the same step, which counts epochs of the unrepeated set).
+    """
+    from detrlib.prune import pruning_grid
+
+    layers, queries = pruning_grid(cfg)
+    groups = cfg.model.dn_groups or 5
+    big = {"model.dec_layers": layers[0], "model.num_queries": queries[0]}
+    seed_shape = {"model.dec_layers": layers[1], "model.num_queries": queries[1]}
+    recipe = {**seed_shape, "model.dn_groups": groups, "train.amp": "off"}  # the baseline of the remedies
+    return [
+        Variant("ablation", "vanilla", {**big, "model.dn_groups": 0, "train.amp": "off"}),
+        Variant("ablation", "+DN", {**big, "model.dn_groups": groups, "train.amp": "off"}),
+        Variant("ablation", "+pruning", recipe),
+        Variant("ablation", "+AMP", {**recipe, "train.amp": "auto"}),
+        Variant("remedies", "baseline", recipe),
+        Variant("remedies", "repeat-factor sampling",
+                {**recipe, "data.repeat_factor_t": rfs_threshold, "train.max_steps": steps}),
+        Variant("remedies", "class-balanced loss", {**recipe, "train.class_loss": "balanced"}),
+        Variant("remedies", "focal loss", {**recipe, "train.class_loss": "focal"}),
+    ]
+
+
+def image_share(dataset) -> list[float]:
+    """The share of a dataset's images that hold each class: the frequency repeat factors use."""
+    from detrlib.data.batching import training_labels
+
+    labels = training_labels(dataset)
+    seen = [0] * len(dataset.classes)
+    for image in labels:
+        for c in set(int(x) for x in image):
+            seen[c] += 1
+    return [n / max(len(labels), 1) for n in seen]
+
+
+def machine() -> dict:
+    """The CPU (or GPU), thread count, platform and library versions the numbers came from."""
+    import torch
+    import torchvision
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        cpu = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                   if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    info = {"cpu": cpu, "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+            "platform": platform.platform(), "python": platform.python_version(),
+            "torch": torch.__version__, "torchvision": torchvision.__version__}
+    if torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name(0)
+    return info
+
+
+def _summary(values: list[float]) -> dict:
+    values = [v for v in values if v is not None and math.isfinite(v)]  # a class missing from val has no AP
+    if not values:
+        return {"mean": None, "std": None}
+    return {"mean": statistics.fmean(values), "std": statistics.stdev(values) if len(values) > 1 else 0.0}
+
+
+def ablate(cfg: Config, seeds: list[int], out: str | Path | None = None, repeats: int = 20,
+           rfs_threshold: float = RFS_THRESHOLD, progress: bool = False, note: str = "") -> dict:
+    """Train (or reuse) every variant for every seed, time inference, and return (and with ``out``,
+    write) the results.
+
+    Each row holds, per variant: the parameters of the model as trained, the inference seconds per
+    image (batch 1 at the validation size, in the variant's precision, median of ``repeats`` calls,
+    the variants taking turns), and for each metric of :data:`METRICS` the value of every seed's
+    final evaluation with their mean and standard deviation, the same for each class's AP@0.5, and
+    each seed's AP@0.5 curve ``[[step, AP50], ...]``.
+    """
+    from detrlib.bench import take_turns
+    from detrlib.bench.infer import inference_job
+    from detrlib.checkpoint import load_trained
+    from detrlib.config import pick_device
+    from detrlib.data import build_dataset
+    from detrlib.engine import amp_dtype, read_metrics, to_json, train
+    from detrlib.model import count_parameters
+
+    if not seeds:
+        raise ValueError("ablate needs at least one seed")
+    train_set = build_dataset(cfg.data, "train")
+    steps = budget_steps(cfg, len(train_set))
+    plan = variants(cfg, steps, rfs_threshold)
+    device = pick_device(cfg.train.device)
+    rows, jobs = [], {}
+    for v in plan:
+        folders = [train(v.config(cfg, seed), progress=progress) for seed in seeds]  # finished runs are reused
+        histories = [read_metrics(folder) for folder in folders]
+        finals = [history[-1] for history in histories]
+        model, trained_cfg, _ = load_trained(folders[0])
+        jobs[v.name] = inference_job(model.to(device), cfg.data.val_size, 1,
+                                     amp_dtype(trained_cfg.train.amp, device), device)
+        row = {"group": v.group, "name": v.name, "changes": v.changes,
+               "commands": [v.command(cfg.profile, seed) for seed in seeds],
+               "runs": [folder.name for folder in folders],
+               "parameters": count_parameters(model)[-1]["total"],
+               "steps": [f["step"] for f in finals]}
+        for metric in METRICS:
+            values = [f.get(metric) for f in finals]
+            row[metric] = {"seeds": values, **_summary(values)}
+        row["per_class_AP50"] = {c: {"seeds": [f["per_class_AP50"][c] for f in finals],
+                                     **_summary([f["per_class_AP50"][c] for f in finals])}
+                                 for c in finals[0]["per_class_AP50"]}
+        row["curves"] = [[[h["step"], h["AP50"]] for h in history] for history in histories]
+        rows.append(row)
+    times = take_turns(jobs, repeats, warmup=2, device=device)
+    for row in rows:
+        row["s_per_image"] = times[row["name"]]
+
+    command = (f"python -m detrlib ablate --profile {cfg.profile} --seeds {' '.join(map(str, seeds))} "
+               f"--repeats {repeats} --rfs-threshold {rfs_threshold:g}")
+    if out is not None:
+        command += f" --out {out}"
+    result = {
+        "command": command, "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "machine": machine(), "note": note, "profile": cfg.profile, "config": cfg.describe(),
+        "seeds": list(seeds), "budget_steps": steps, "rfs_threshold": rfs_threshold,
+        "inference": {"batch": 1, "size": cfg.data.val_size, "repeats": repeats, "device": device.type},
+        "train_counts": {name: train_set.class_counts()[name] for name in train_set.classes},
+        "train_image_share": dict(zip(train_set.classes, image_share(train_set))), "rows": rows,
+    }
+    if out is not None:
+        out = Path(out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(json.loads(to_json(result)), indent=1) + "\n")
+    return result
+
+
+def load_results(path: str | Path) -> dict:
+    """A results file written by :func:`ablate`."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"no results file {path}: write it with python -m detrlib ablate --out {path}")
+    return json.loads(path.read_text())
+
+
+def measured_results(name: str = "quick-ablation.json") -> Path:
+    """The results file the repository keeps in ``results/``: from the checkout when there, else
+    downloaded from the repository (as on Colab, where only the package is installed)."""
+    from detrlib.config import BRANCH, REPOSITORY, workdir
+
+    local = Path(__file__).resolve().parents[1] / "results" / name
+    if local.exists():
+        return local
+    path = workdir() / "results" / name
+    if not path.exists():
+        import torch
+
+        url = f"{REPOSITORY.replace('github.com', 'raw.githubusercontent.com')}/{BRANCH}/results/{name}"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        torch.hub.download_url_to_file(url, str(path.with_suffix(".part")), progress=False)
+        path.with_suffix(".part").rename(path)
+    return path
+
+
+def table(results: dict, group: str) -> list[dict]:
+    """Printable rows of one group: mean ± standard deviation over the seeds."""
+
+    def pm(x, digits=3):
+        if x["mean"] is None:
+            return "n/a"
+        return f"{x['mean']:.{digits}f} ± {x['std']:.{digits}f}"
+
+    rows = []
+    for r in results["rows"]:
+        if r["group"] != group:
+            continue
+        rows.append({"variant": r["name"], "AP@0.5": pm(r["AP50"]), "COCO AP": pm(r["AP"]),
+                     "head AP@0.5": pm(r["head_AP50"]), "tail AP@0.5": pm(r["tail_AP50"]),
+                     "train s": pm(r["train_time_s"], 0), "ms/image": f"{r['s_per_image'] * 1e3:.2f}",
+                     "parameters": f"{r['parameters']:,}"})
+    return rows
