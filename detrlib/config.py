@@ -104,7 +104,7 @@ class TrainConfig:
     class_loss: str = "ce"
     balanced_beta: float = 0.999  # "balanced": effective number (1 - beta^n) / (1 - beta) of n objects
     focal_gamma: float = 2.0  # "focal": the loss of a prediction is scaled by (1 - p_true)^gamma
-    amp: str = "off"  # "off", "auto" (bf16 where supported, else fp16), "bf16" or "fp16"
+    amp: str = "off"  # "off", "auto" (bf16 where the device has it, else fp16 on a GPU, fp32 on a CPU), "bf16" or "fp16"
     device: str = "auto"  # "auto" picks cuda when present, else cpu
     seed: int = 42
     eval_every: int = 1  # epochs between evaluations
@@ -184,7 +184,7 @@ def _quick() -> Config:
     """The book's recipe at a CPU's scale, tuned to learn the toy VOC in about 4 minutes on 2 cores:
     a ResNet-18 cut after its third stage and trained from scratch with ordinary BatchNorm, a
     128-wide 2 + 2 layer transformer, 20 queries, denoising, a high learning rate for the whole
-    network and a drop two epochs before the end."""
+    network, a drop two epochs before the end, and bf16 autocast where the CPU has it."""
     return Config(
         profile="quick",
         data=DataConfig(
@@ -199,6 +199,7 @@ def _quick() -> Config:
         ),
         train=TrainConfig(
             epochs=8, batch_size=8, lr=5e-4, lr_backbone=5e-4, lr_drop=6, warmup_steps=100, eval_every=1,
+            amp="auto",  # bf16 on CPUs that compute in it: the same curves in less time (chapter 7)
         ),
     )
 
@@ -211,7 +212,7 @@ def _smoke() -> Config:
         "data.max_size": 64, "data.val_size": 64,
         "model.hidden_dim": 32, "model.dim_feedforward": 64, "model.enc_layers": 1,
         "model.dec_layers": 2, "model.nheads": 4, "model.num_queries": 8,
-        "train.epochs": 1, "train.max_steps": 3, "train.batch_size": 4,
+        "train.epochs": 1, "train.max_steps": 3, "train.batch_size": 4, "train.amp": "off",
     })
 
 

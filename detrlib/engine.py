@@ -6,6 +6,7 @@ import json
 import math
 import os
 import random
+import re
 import time
 from collections import defaultdict
 from contextlib import nullcontext
@@ -48,15 +49,25 @@ def init_distributed(device: torch.device) -> tuple[int, int]:
     return rank, world
 
 
+def cpu_has_bf16() -> bool:
+    """Whether this CPU computes in bf16 natively (x86 AVX512-BF16 or AMX, Arm's BF16), as Linux's
+    ``/proc/cpuinfo`` lists it. Elsewhere bf16 is emulated and slower than fp32."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return re.search(r"\b(avx512_bf16|amx_bf16|bf16)\b", flags) is not None
+
+
 def amp_dtype(amp: str, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype for ``TrainConfig.amp``: bf16 where the device supports it, else fp16
-    (a T4 has no bf16); None for full fp32."""
+    """The autocast dtype for ``TrainConfig.amp``: bf16 where the device computes in it, else fp16 on
+    a GPU (a T4 has no bf16) and full fp32 (None) on a CPU; None for ``"off"``."""
     if amp == "off":
         return None
     if amp == "auto":
         if device.type == "cuda":
             return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        return torch.bfloat16
+        return torch.bfloat16 if cpu_has_bf16() else None
     if amp in ("bf16", "fp16"):
         return torch.bfloat16 if amp == "bf16" else torch.float16
     raise ValueError(f"train.amp must be off, auto, bf16 or fp16, not {amp!r}")
@@ -194,7 +205,8 @@ def predict(model, loader, postprocess, device, dtype=None, progress: bool = Fal
             outputs = model(images, mask)
         sizes = torch.stack([t["orig_size"] for t in targets])
         for t, result in zip(targets, postprocess(outputs, sizes)):
-            predictions[int(t["image_id"])] = {k: v.float().cpu() for k, v in result.items()}
+            predictions[int(t["image_id"])] = {k: (v.float() if v.is_floating_point() else v).cpu()
+                                                  for k, v in result.items()}
     return predictions
 
 

@@ -3,6 +3,7 @@ memory is counted, and every step of a run is logged."""
 import pytest
 import torch
 
+from detrlib import engine
 from detrlib.config import get_profile
 from detrlib.criterion import build_criterion
 from detrlib.engine import amp_dtype, autocast, read_metrics, read_steps, train
@@ -12,9 +13,13 @@ from detrlib.model import build_model
 CPU = torch.device("cpu")
 
 
-def test_amp_setting_picks_bf16_on_a_cpu_and_refuses_unknown_values():
+def test_amp_setting_picks_bf16_on_a_cpu_that_has_it_and_refuses_unknown_values(monkeypatch):
     assert amp_dtype("off", CPU) is None
+    monkeypatch.setattr(engine, "cpu_has_bf16", lambda: True)
     assert amp_dtype("auto", CPU) == torch.bfloat16
+    monkeypatch.setattr(engine, "cpu_has_bf16", lambda: False)  # emulated bf16 would be slower than fp32
+    assert amp_dtype("auto", CPU) is None
+    assert amp_dtype("bf16", CPU) == torch.bfloat16
     assert amp_dtype("fp16", CPU) == torch.float16
     with pytest.raises(ValueError, match="off, auto, bf16 or fp16"):
         amp_dtype("half", CPU)

@@ -139,3 +139,21 @@ def test_two_learning_rates_and_the_step_drop():
         opt.step()
         sched.step()
     assert lrs[:6] == [1e-4] * 6 and lrs[6:] == pytest.approx([1e-5] * 6)
+
+
+def test_predict_keeps_integer_labels(tmp_path, monkeypatch):
+    monkeypatch.setenv("DETRLIB_HOME", str(tmp_path))
+    from detrlib.data import build_dataset, build_loader
+    from detrlib.engine import predict
+    from detrlib.model import PostProcess, build_model
+
+    cfg = get_profile("smoke")
+    val = build_dataset(cfg.data, "val")
+    predictions = predict(build_model(cfg.model).eval(), build_loader(val, 4, train=False), PostProcess(),
+                          torch.device("cpu"))
+    assert len(predictions) == len(val)
+    for image_id, pred in predictions.items():
+        assert pred["labels"].dtype == torch.int64  # class indices, usable as list indices
+        assert pred["labels"].max() < cfg.model.num_classes and pred["labels"].min() >= 0
+        assert pred["scores"].dtype == pred["boxes"].dtype == torch.float32
+        assert pred["boxes"].shape == (cfg.model.num_queries, 4)
