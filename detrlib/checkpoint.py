@@ -249,7 +249,9 @@ def load_latest(directory: str | Path, map_location="cpu") -> dict | None:
     return None
 
 
-REFERENCE = {"quick": ("quick-reference.pt", "5b10a012fc03743034b243fb1dcf0a769550f6423b5d368016874bbed296e8df")}  # file in checkpoints/, its SHA-256
+REFERENCE = {  # profile: (file in checkpoints/, its SHA-256)
+    "quick": ("quick-reference.pt", "5b10a012fc03743034b243fb1dcf0a769550f6423b5d368016874bbed296e8df"),
+}
 
 
 def reference_checkpoint(profile: str = "quick") -> Path:

@@ -276,7 +276,9 @@ def train(cfg: Config, out: str | Path | None = None, resume: bool = True, progr
     and ``checkpoints/``. Each evaluation also matches a fixed batch of training images and records
     ``match_instability``, the share of matched queries whose object changed since the previous
     evaluation (see :mod:`detrlib.instability`). With ``resume`` a stopped run continues from its
-    newest readable checkpoint, and a finished run is reused as it is.
+    newest readable checkpoint, and a finished run is reused as it is. ``progress`` shows a bar
+    per epoch (except on the book's static pages, ``DETRLIB_STATIC_WIDGETS=1``) and a line per
+    evaluation.
     """
     from detrlib.checkpoint import load_official_checkpoint
     from detrlib.criterion import build_criterion
@@ -284,6 +286,7 @@ def train(cfg: Config, out: str | Path | None = None, resume: bool = True, progr
     from detrlib.data.batching import SeededItems, epoch_batches, repeat_factors, training_labels
     from detrlib.instability import MatchingProbe, instability
     from detrlib.memory import peak_memory_mb, reset_peak_memory
+    from detrlib.widgets import static_mode  # a built page cannot animate a progress bar
     from detrlib.model import PostProcess, build_model
 
     t = cfg.train
@@ -367,7 +370,7 @@ def train(cfg: Config, out: str | Path | None = None, resume: bool = True, progr
         means, step = train_one_epoch(
             net, criterion, loader, optimizer, scheduler, device, dtype=dtype, scaler=scaler,
             clip_max_norm=t.clip_max_norm, grad_accum_steps=t.grad_accum_steps, step=step,
-            max_steps=t.max_steps, on_step=on_step, progress=progress and rank == 0,
+            max_steps=t.max_steps, on_step=on_step, progress=progress and rank == 0 and not static_mode(),
             desc=f"epoch {epoch + 1}/{t.epochs}", pass_targets=cfg.model.dn_groups > 0, step_log=steps)
         train_time += time.perf_counter() - tic
         epoch, batch_in_epoch = epoch + 1, 0

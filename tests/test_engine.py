@@ -157,3 +157,17 @@ def test_predict_keeps_integer_labels(tmp_path, monkeypatch):
         assert pred["labels"].max() < cfg.model.num_classes and pred["labels"].min() >= 0
         assert pred["scores"].dtype == pred["boxes"].dtype == torch.float32
         assert pred["boxes"].shape == (cfg.model.num_queries, 4)
+
+
+def test_static_pages_get_the_evaluation_lines_but_no_progress_bar(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("DETRLIB_HOME", str(tmp_path))
+    from detrlib.engine import train
+
+    cfg = get_profile("smoke").replace(**{"train.max_steps": 2})
+    monkeypatch.setenv("DETRLIB_STATIC_WIDGETS", "1")
+    train(cfg, tmp_path / "static", progress=True)
+    out, err = capsys.readouterr()
+    assert "epoch 1 step 2" in out and "epoch 1/1" not in err
+    monkeypatch.setenv("DETRLIB_STATIC_WIDGETS", "0")
+    train(cfg, tmp_path / "live", progress=True)
+    assert "epoch 1/1" in capsys.readouterr().err
