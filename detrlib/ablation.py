@@ -197,20 +197,9 @@ def load_results(path: str | Path) -> dict:
 def measured_results(name: str = "quick-ablation.json") -> Path:
     """The results file the repository keeps in ``results/``: from the checkout when there, else
     downloaded from the repository (as on Colab, where only the package is installed)."""
-    from detrlib.config import BRANCH, REPOSITORY, workdir
+    from detrlib.config import repository_file
 
-    local = Path(__file__).resolve().parents[1] / "results" / name
-    if local.exists():
-        return local
-    path = workdir() / "results" / name
-    if not path.exists():
-        import torch
-
-        url = f"{REPOSITORY.replace('github.com', 'raw.githubusercontent.com')}/{BRANCH}/results/{name}"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        torch.hub.download_url_to_file(url, str(path.with_suffix(".part")), progress=False)
-        path.with_suffix(".part").rename(path)
-    return path
+    return repository_file(f"results/{name}")
 
 
 def table(results: dict, group: str) -> list[dict]:

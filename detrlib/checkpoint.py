@@ -259,25 +259,10 @@ def reference_checkpoint(profile: str = "quick") -> Path:
     train`` (the command is in ``checkpoints/README.md``), for chapters that show what a trained
     model does. Read from the repository checkout when there, else downloaded from the repository
     and checked against its SHA-256."""
-    import hashlib
-
-    from detrlib.config import BRANCH, REPOSITORY
+    from detrlib.config import repository_file
 
     name, sha256 = REFERENCE[profile]
-    local = Path(__file__).resolve().parents[1] / "checkpoints" / name
-    if local.exists():
-        return local
-    path = workdir() / "checkpoints" / name
-    if not path.exists():
-        url = f"{REPOSITORY.replace('github.com', 'raw.githubusercontent.com')}/{BRANCH}/checkpoints/{name}"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        torch.hub.download_url_to_file(url, str(path.with_suffix(".part")), progress=True)
-        path.with_suffix(".part").rename(path)
-    digest = hashlib.sha256(path.read_bytes()).hexdigest()
-    if digest != sha256:
-        path.unlink()
-        raise ValueError(f"{name} has SHA-256 {digest}, expected {sha256}: the download was damaged; run again")
-    return path
+    return repository_file(f"checkpoints/{name}", sha256)
 
 
 def load_trained(path: str | Path, map_location="cpu"):

@@ -255,6 +255,30 @@ def workdir() -> Path:
     return path
 
 
+def repository_file(relative: str, sha256: str = "") -> Path:
+    """A file this repository keeps (``checkpoints/...``, ``results/...``): from the checkout when
+    detrlib runs from one, else downloaded once from the repository into :func:`workdir` (as on
+    Colab, where only the package is installed) and checked against ``sha256`` when given."""
+    local = Path(__file__).resolve().parents[1] / relative
+    if local.exists():
+        return local
+    path = workdir() / relative
+    if not path.exists():
+        import torch
+
+        url = f"{REPOSITORY.replace('github.com', 'raw.githubusercontent.com')}/{BRANCH}/{relative}"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        part = path.with_name(path.name + ".part")
+        torch.hub.download_url_to_file(url, str(part), progress=True)
+        part.rename(path)
+    if sha256:
+        digest = hashlib.sha256(path.read_bytes()).hexdigest()
+        if digest != sha256:
+            path.unlink()
+            raise ValueError(f"{relative} has SHA-256 {digest}, expected {sha256}: the download was damaged; run again")
+    return path
+
+
 def runs_dir() -> Path:
     """Where training runs (checkpoints, metrics) live: ``DETRLIB_RUNS``, else Google Drive when it
     is mounted on Colab (so a run survives a disconnect), else ``workdir()/runs``."""

@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import pytest
 
 from detrlib.config import PROFILES, Config, get_profile, profile_settings, resolve_profile
@@ -52,3 +54,29 @@ def test_replace_changes_the_key_and_rejects_unknown_fields(monkeypatch):
         cfg.replace(**{"model.decoder_layers": 1})
     with pytest.raises(ValueError, match="unknown train config field"):
         Config.from_dict({"train": {"learning_rate": 1}})
+
+
+def test_repository_file_prefers_the_checkout_then_downloads_once_and_checks_the_digest(tmp_path, monkeypatch):
+    import hashlib
+
+    import torch
+
+    from detrlib.config import BRANCH, repository_file
+
+    monkeypatch.setenv("DETRLIB_HOME", str(tmp_path))
+    assert repository_file("results/quick-ablation.json").parent.parent == Path(__file__).resolve().parents[1]
+    urls = []
+
+    def fake_download(url, dst, progress=True):
+        urls.append(url)
+        Path(dst).write_bytes(b"weights")
+
+    monkeypatch.setattr(torch.hub, "download_url_to_file", fake_download)
+    digest = hashlib.sha256(b"weights").hexdigest()
+    path = repository_file("checkpoints/not-in-the-checkout.pt", digest)
+    assert path == tmp_path / "checkpoints" / "not-in-the-checkout.pt" and path.read_bytes() == b"weights"
+    assert urls == [f"https://raw.githubusercontent.com/detrlib/detr-book/{BRANCH}/checkpoints/not-in-the-checkout.pt"]
+    assert repository_file("checkpoints/not-in-the-checkout.pt", digest) == path and len(urls) == 1  # cached
+    with pytest.raises(ValueError, match="SHA-256 .* expected 0+: the download was damaged"):
+        repository_file("checkpoints/not-in-the-checkout.pt", "0" * 64)
+    assert not path.exists()  # a damaged file is not kept
