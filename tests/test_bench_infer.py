@@ -63,3 +63,20 @@ def test_training_speed_takes_the_engines_step(dtype):
     result = training_speed(cfg, torch.device("cpu"), dtype, size=64, batch=2, steps=2, warmup=1)
     assert result["steps/s"] > 0 and torch.isfinite(torch.tensor(result["loss"]))
     assert result["peak MiB"] is None or result["peak MiB"] > 0
+
+
+def test_every_benchmark_sets_its_threads_for_its_run_only(monkeypatch):
+    import argparse
+
+    import torch
+
+    from detrlib import bench
+
+    monkeypatch.setattr(bench, "BENCHMARKS", {})
+    seen = []
+    run = bench.benchmark("probe", "records torch's threads")(lambda args: seen.append(torch.get_num_threads()) or [])
+    before = torch.get_num_threads()
+    assert run(argparse.Namespace(threads=1)) == [] and seen == [1]
+    assert torch.get_num_threads() == before and bench.BENCHMARKS["probe"].run is run
+    run(argparse.Namespace())  # no --threads option: torch's setting stays
+    assert seen == [1, before]

@@ -6,6 +6,7 @@ prints a table, and returns its rows so scripts and tests can read the numbers.
 from __future__ import annotations
 
 import argparse
+import functools
 import importlib
 import pkgutil
 import statistics
@@ -29,11 +30,22 @@ BENCHMARKS: dict[str, Benchmark] = {}
 
 def benchmark(name: str, help: str, add_arguments: Callable[[argparse.ArgumentParser], None] | None = None):
     """Register ``fn(args) -> rows`` as ``python -m detrlib bench <name>``; ``add_arguments``
-    adds its options to the command's parser."""
+    adds its options to the command's parser. A ``--threads N`` option (0: keep torch's setting)
+    sets torch's CPU threads for the run only, so a notebook kernel keeps its own."""
 
     def register(fn):
-        BENCHMARKS[name] = Benchmark(name, help, fn, add_arguments)
-        return fn
+        @functools.wraps(fn)
+        def run(args: argparse.Namespace) -> list[dict]:
+            threads = torch.get_num_threads()
+            if getattr(args, "threads", 0):
+                torch.set_num_threads(args.threads)
+            try:
+                return fn(args)
+            finally:
+                torch.set_num_threads(threads)
+
+        BENCHMARKS[name] = Benchmark(name, help, run, add_arguments)
+        return run
 
     return register
 

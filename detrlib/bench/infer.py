@@ -77,16 +77,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 @benchmark("infer", "inference s/image: warm-up, CUDA-event timing on a GPU, median of many runs", add_arguments)
 def run(args: argparse.Namespace) -> list[dict]:
-    threads = torch.get_num_threads()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    try:
-        return measure(args)
-    finally:
-        torch.set_num_threads(threads)  # a notebook kernel keeps its own setting
-
-
-def measure(args: argparse.Namespace) -> list[dict]:
     from detrlib.config import get_profile, pick_device
     from detrlib.engine import amp_dtype
     from detrlib.model import build_model, count_parameters

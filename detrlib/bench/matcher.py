@@ -85,16 +85,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 @benchmark("matcher", "Hungarian matching: per-image cost matrices vs the all-pairs batched matrix",
            add_arguments)
 def run(args: argparse.Namespace) -> list[dict]:
-    threads = torch.get_num_threads()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    try:
-        return measure(args)
-    finally:
-        torch.set_num_threads(threads)  # a notebook kernel keeps its own setting
-
-
-def measure(args: argparse.Namespace) -> list[dict]:
     print(f"device {args.device}, {torch.get_num_threads()} torch threads, median of {args.repeats} calls "
           f"on each of {args.problems} random problems, {NUM_CLASSES} classes")
     matcher = HungarianMatcher()

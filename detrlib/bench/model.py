@@ -62,7 +62,6 @@ def run(args: argparse.Namespace) -> list[dict]:
     from detrlib.config import ModelConfig
     from detrlib.model import build_model
 
-    torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     ours = build_model(ModelConfig(backbone="resnet50", num_classes=91), compile=args.compile)
     theirs, why = (None, "Hugging Face rows skipped (--no-hf)") if args.no_hf else hf_detr()

@@ -91,7 +91,6 @@ def hf_step(model, images, targets, clip: float = 0.1):
 def run(args: argparse.Namespace) -> list[dict]:
     from detrlib.config import Config, ModelConfig, get_profile
 
-    torch.set_num_threads(args.threads)
     if args.profile == "full":
         cfg = Config(model=ModelConfig(backbone="resnet50", num_classes=91))
         batch, size = args.batch or 2, args.size or 512
