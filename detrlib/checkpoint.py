@@ -193,7 +193,8 @@ def _all_finite(state_dict: dict) -> bool:
     return all(torch.isfinite(t).all() for t in state_dict.values() if t.is_floating_point())
 
 
-def _atomic_save(state: dict, path: Path) -> Path:
+def atomic_save(state: dict, path: Path) -> Path:
+    """``torch.save`` to a temporary file, synced, then renamed: a crash never leaves half a file."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
     with open(tmp, "wb") as f:
@@ -212,7 +213,7 @@ def save_checkpoint(state: dict, directory: str | Path, step: int, keep_last: in
     """
     if not _all_finite(state["model"]):
         raise FloatingPointError(f"refusing to write checkpoint at step {step}: the model has NaN/inf weights")
-    path = _atomic_save(state, Path(directory) / f"ckpt-{step:08d}.pt")
+    path = atomic_save(state, Path(directory) / f"ckpt-{step:08d}.pt")
     for old in list_checkpoints(directory)[:-keep_last] if keep_last > 0 else []:
         old.unlink()
     return path
@@ -220,7 +221,7 @@ def save_checkpoint(state: dict, directory: str | Path, step: int, keep_last: in
 
 def save_best(state: dict, directory: str | Path) -> Path:
     """Atomically write the best checkpoint so far as ``best.pt`` (model, config and metrics)."""
-    return _atomic_save(state, Path(directory) / "best.pt")
+    return atomic_save(state, Path(directory) / "best.pt")
 
 
 def list_checkpoints(directory: str | Path) -> list[Path]:

@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from detrlib.checkpoint import LoadReport, fit_state_dict, load_trained
+from detrlib.checkpoint import LoadReport, atomic_save, fit_state_dict, load_trained
 from detrlib.config import Config, ModelConfig
 
 
@@ -138,13 +138,8 @@ def save_pruned(pruned: Pruned, path: str | Path) -> Path:
     :class:`Config`) and that a fine-tune starts from (``train.init_checkpoint``)."""
     if not isinstance(pruned.config, Config):
         raise ValueError("save_pruned needs a model pruned with a full Config (prune a run folder, or pass config=cfg)")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    torch.save({"model": pruned.model.state_dict(), "config": pruned.config.to_dict(),
-                "queries": pruned.queries}, tmp)
-    tmp.replace(path)
-    return path
+    return atomic_save({"model": pruned.model.state_dict(), "config": pruned.config.to_dict(),
+                        "queries": pruned.queries}, Path(path))
 
 
 def finetune_config(pruned_config: Config, init: str | Path, steps: int, lr_scale: float = 0.1) -> Config:
