@@ -168,3 +168,20 @@ def test_colab_warns_when_runs_are_not_on_drive(monkeypatch):
     warning = colab_storage_warning("/content/runs/gpu-123")
     assert "/content/runs/gpu-123" in warning and "disconnect" in warning and "drive.mount" in warning
     assert colab_storage_warning("/content/drive/MyDrive/detrlib/runs/gpu-123") == ""
+
+
+def test_measured_gpu_tables_are_read_labelled_and_their_absence_said(tmp_path):
+    from detrlib.bench.gpu import read_results, results_tables, write_results
+
+    assert results_tables(tmp_path).startswith("No GPU measurement is in ")
+    rows = [{"config": "R50 6/4/50 DN5", "profile": "gpu", "precision": "amp float16 + GradScaler",
+             "train steps/s": 2.5}]
+    write_results(rows, tmp_path / "gpu-tesla-t4.json", "python -m detrlib bench gpu --out results/gpu-tesla-t4.json")
+    (result,) = read_results(tmp_path)
+    assert result["rows"] == rows and result["command"].endswith("gpu-tesla-t4.json") and result["date"]
+    text = results_tables(tmp_path)
+    assert f"measured {result['date']} by `python -m detrlib bench gpu" in text and "R50 6/4/50 DN5" in text
+    assert budget.measured_step_seconds("gpu", tmp_path) is None  # this machine is no T4
+    result["gpu"] = "Tesla T4"
+    (tmp_path / "gpu-tesla-t4.json").write_text(json.dumps(result))
+    assert budget.measured_step_seconds("gpu", tmp_path) == pytest.approx(0.4)

@@ -47,6 +47,22 @@ def read_results(folder: str | Path | None = None) -> list[dict]:
     return sorted(results, key=lambda r: r["date"])
 
 
+def results_tables(folder: str | Path | None = None) -> str:
+    """Every measured GPU table of ``folder`` (default: the repository's ``results/``) as text, each
+    labelled with its GPU, date and command; or a sentence saying that there is none yet."""
+    from detrlib.bench import format_table
+
+    folder = Path(folder) if folder else results_dir()
+    results = read_results(folder)
+    if not results:
+        where = f"in {folder}" if folder.is_dir() else "here (this copy of detrlib has no results/ folder)"
+        return (f"No GPU measurement is {where} yet. On a CUDA GPU, `python -m detrlib bench gpu --out "
+                "results/gpu-<name>.json` (or `bash scripts/gpu_check.sh`) measures one, and this table shows it.")
+    return "\n\n".join(format_table([{k: v for k, v in row.items() if k != "profile"} for row in r["rows"]],
+                                     title=f"{r['gpu']}, measured {r['date']} by `{r['command']}`")
+                        for r in results)
+
+
 def write_results(rows: list[dict], out: str | Path, command: str) -> Path:
     """Write ``rows`` with the machine, GPU, date and command as JSON (to a temporary file, then
     renamed)."""
