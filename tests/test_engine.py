@@ -141,6 +141,27 @@ def test_two_learning_rates_and_the_step_drop():
     assert lrs[:6] == [1e-4] * 6 and lrs[6:] == pytest.approx([1e-5] * 6)
 
 
+def test_the_fused_optimizer_steps_like_the_plain_adamw():
+    from detrlib.model import build_model
+
+    torch.manual_seed(0)
+    model, twin = build_model(get_profile("smoke").model), build_model(get_profile("smoke").model)
+    twin.load_state_dict(model.state_dict())
+    fused = make_optimizer(model, TrainConfig(lr=1e-3, lr_backbone=1e-4, weight_decay=1e-2))
+    assert all(g["fused"] for g in fused.param_groups)
+    twin_of = {id(p): q for p, q in zip(model.parameters(), twin.parameters())}
+    plain = torch.optim.AdamW([{**g, "params": [twin_of[id(p)] for p in g["params"]], "fused": False}
+                               for g in fused.param_groups])
+    for _ in range(3):
+        for p, q in zip(model.parameters(), twin.parameters()):
+            p.grad = torch.randn_like(p)
+            q.grad = p.grad.clone()
+        fused.step()
+        plain.step()
+    for (name, a), b in zip(model.named_parameters(), twin.parameters()):
+        assert torch.allclose(a, b, rtol=1e-5, atol=1e-7), name
+
+
 def test_predict_keeps_integer_labels(tmp_path, monkeypatch):
     monkeypatch.setenv("DETRLIB_HOME", str(tmp_path))
     from detrlib.data import build_dataset, build_loader
