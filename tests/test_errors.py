@@ -24,7 +24,7 @@ import torch
 from PIL import Image
 
 from detrlib import cli
-from vocfiles import obj, write_voc
+from vocfiles import obj, write_broken_jpeg, write_voc
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -76,10 +76,7 @@ class Evil:
 
 
 def _jpeg_with_broken_body(ctx):
-    rng = np.random.default_rng(0)
-    Image.fromarray((rng.random((96, 128, 3)) * 255).astype(np.uint8)).save(ctx.tmp / "ok.jpg", quality=90)
-    data = (ctx.tmp / "ok.jpg").read_bytes()
-    path = ctx.write("broken.jpg", data[:800] + bytes(rng.integers(0, 256, 2000, dtype=np.uint8)) + data[2800:])
+    path = write_broken_jpeg(ctx.tmp / "broken.jpg")
     with pytest.raises(OSError, match="broken data stream"):
         Image.open(path).load()  # PIL itself reports the damage
     return [path]
