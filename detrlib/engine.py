@@ -366,7 +366,10 @@ def train(cfg: Config, out: str | Path | None = None, resume: bool = True, progr
         matched = torch.tensor(state["matched"]) if state.get("matched") is not None else None
         steps = state["steps"].tolist() if "steps" in state else []
         totals = state.get("epoch_totals") or {}
-        if state.get("finished"):  # a finished run is reused as it is
+        if state.get("finished") and (epoch >= t.epochs or (t.max_steps and step >= t.max_steps)):
+            if rank == 0 and progress:  # reused as it is; a larger budget trains on
+                print(f"{out} finished at epoch {epoch}, step {step}: nothing more to train (a larger "
+                      "train.epochs or train.max_steps trains on)")
             return out
         if rank == 0:
             print(f"resumed from {state['path']}: epoch {epoch}, step {step}")

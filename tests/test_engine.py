@@ -69,6 +69,19 @@ def test_a_run_killed_mid_epoch_resumes_to_bit_identical_weights(tmp_path):
 
 
 @pytest.mark.slow
+def test_a_finished_run_is_reused_and_a_larger_budget_trains_on(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("DETRLIB_HOME", str(tmp_path))
+    from detrlib.engine import read_metrics, train
+
+    short = get_profile("smoke").replace(**{"train.max_steps": 2, "train.epochs": 2})
+    train(short, tmp_path / "run", progress=False)
+    train(short, tmp_path / "run", progress=True)
+    assert "finished at epoch 1, step 2: nothing more to train" in capsys.readouterr().out
+    train(short.replace(**{"train.max_steps": 4}), tmp_path / "run", progress=False)
+    assert [h["step"] for h in read_metrics(tmp_path / "run")] == [2, 4]
+
+
+@pytest.mark.slow
 def test_two_gloo_processes_give_the_loss_of_one_process_on_the_same_global_batch(tmp_path):
     env = cli_env(tmp_path / "home")
     # Denoising noise is drawn by each process from its own RNG, so it is off here.
