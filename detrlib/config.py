@@ -317,7 +317,9 @@ def unknown_field(key: str) -> str:
     """The message for a config key that does not exist, with the nearest existing one."""
     names = [f"{s}.{f}" for s, klass in SECTIONS.items() for f in field_types(klass)]
     bare = key.rpartition(".")[2]
-    near = [n for n in names if n.endswith("." + bare)] or difflib.get_close_matches(key, names, n=1, cutoff=0.6)
+    initials = "".join(word[:1] for word in bare.split("_"))  # learning_rate -> lr
+    near = ([n for n in names if n.endswith("." + bare)] or [n for n in names if n.endswith("." + initials)]
+            or difflib.get_close_matches(key, names, n=1, cutoff=0.6))
     hint = f" (did you mean {near[0]}?)" if near else ""
     return f"{key} is not a config field{hint}; the fields are listed in detrlib/config.py"
 

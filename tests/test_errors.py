@@ -125,7 +125,7 @@ ON_VOC = (SMOKE + " --data {tmp} --train-sets VOC2007:train --val-sets VOC2007:t
 CASES = [
     # --- configuration: values checked when the config is made, before any data is built ---------
     Case("set-not-a-number", SMOKE + " --set train.lr=abc", 1, r"train.lr must be a number, got 'abc'$"),
-    Case("set-unknown-field", SMOKE + " --set train.learning_rate=1e-4", 1, r"train.learning_rate is not a config field"),
+    Case("set-unknown-field", SMOKE + " --set train.learning_rate=1e-4", 1, r"train.learning_rate is not a config field \(did you mean train.lr\?\)"),
     Case("set-bare-name", SMOKE + " --set lr=0.1", 1, r"lr is not a config field \(did you mean train.lr\?\)"),
     Case("set-typo", SMOKE + " --set model.decoder_layers=3", 1, r"did you mean model.dec_layers\?"),
     Case("set-without-value", SMOKE + " --set train.lr", 1, r"--set train.lr: expected SECTION.FIELD=VALUE"),
