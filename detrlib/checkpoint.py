@@ -360,8 +360,8 @@ def load_trained(path: str | Path, map_location="cpu"):
     try:
         cfg = Config.from_dict(state["config"])
     except ConfigError as err:
-        raise CheckpointError(f"{path}: its stored config is not valid ({err}): the file is damaged or "
-                              "from another program") from None
+        raise CheckpointError(f"{path}: its stored config is not valid ({err}): the file is damaged, or from "
+                              "another program or detrlib version") from None
     _check_shapes(path, cfg.model, state["model"])
     model = build_model(cfg.model)
     try:
