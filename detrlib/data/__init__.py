@@ -15,7 +15,7 @@ from detrlib.data.download import archives_for, download_voc
 from detrlib.data.longtail import longtail_sets
 from detrlib.data.toy import TOY_CLASSES, ToySpec, ensure_toy_voc
 from detrlib.data.transforms import build_train_transforms, build_val_transforms, denormalize
-from detrlib.data.voc import VOC_CLASSES, DataError, VOCDataset, parse_sets, read_classes
+from detrlib.data.voc import VOC_CLASSES, DataError, VOCDataset, parse_sets, read_classes, subset_sets
 
 __all__ = [
     "VOC_CLASSES", "TOY_CLASSES", "DataError", "VOCDataset", "build_dataset", "build_loader", "collate",
@@ -65,7 +65,8 @@ def trained_classes(cfg: Config, state: dict) -> tuple[str, ...]:
 
 def build_dataset(cfg: DataConfig, split: str) -> VOCDataset:
     """The ``"train"`` sets (long-tailed when ``cfg.longtail`` names a profile) with the training
-    transforms, or the ``"val"`` sets with the validation transforms."""
+    transforms, or the ``"val"`` sets (a fixed subset of ``cfg.val_subset`` images when set) with
+    the validation transforms."""
     if split not in ("train", "val"):
         raise ValueError(f"split must be 'train' or 'val', got {split!r}")
     root = data_root(cfg)
@@ -73,6 +74,8 @@ def build_dataset(cfg: DataConfig, split: str) -> VOCDataset:
     sets = parse_sets(root, cfg.train_sets if train else cfg.val_sets)
     if train and cfg.longtail:
         sets = longtail_sets(sets, cfg.longtail, cfg.longtail_seed)
+    if not train and cfg.val_subset:
+        sets = subset_sets(sets, cfg.val_subset)
     transforms = build_train_transforms(cfg) if train else build_val_transforms(cfg)
     return VOCDataset(sets, transforms, keep_difficult=cfg.keep_difficult, max_size=cfg.max_size)
 
