@@ -332,9 +332,9 @@ def unknown_field(key: str) -> str:
 
 
 def parse_setting(item: str) -> tuple[str, object]:
-    """``"SECTION.FIELD=VALUE"`` (``--set``) as ``(key, value)``: text fields take the text as it
-    is, other fields read it as JSON (``3``, ``1e-4``, ``true``, ``[96, 128]``); :class:`Config`
-    checks the value."""
+    """``"SECTION.FIELD=VALUE"`` (``--set``) as ``(key, value)``: the value is read as JSON
+    (``3``, ``1e-4``, ``true``, ``[96, 128]``, ``"text"``), except that a text field takes what is
+    not a JSON text or list as it is (``data.root=2007``); :class:`Config` checks the value."""
     key, sep, text = item.partition("=")
     if not sep or not key:
         raise ConfigError(f"--set {item}: expected SECTION.FIELD=VALUE, e.g. --set train.lr_drop=30")
@@ -342,12 +342,12 @@ def parse_setting(item: str) -> tuple[str, object]:
     kind = field_types(SECTIONS[section]).get(name) if section in SECTIONS else None
     if kind is None:
         raise ConfigError(unknown_field(key))
-    if kind is str or typing.get_args(kind) == (str, ...):
-        return key, text
     try:
         value = json.loads(text)
     except json.JSONDecodeError:
-        return key, text  # not JSON: the check names the field and the type it wants
+        return key, text  # not JSON: text, or a mistake the check names
+    if (kind is str or typing.get_args(kind) == (str, ...)) and not isinstance(value, (str, list)):
+        return key, text
     return key, value
 
 

@@ -114,6 +114,8 @@ def test_settings_are_read_by_the_fields_type():
     from detrlib.config import parse_setting
 
     assert parse_setting("data.root=2007") == ("data.root", "2007")  # text stays text
+    assert parse_setting('train.amp="fp16"') == ("train.amp", "fp16")  # a JSON text is read as one
+    assert parse_setting('data.val_sets=["VOC2007:test"]') == ("data.val_sets", ["VOC2007:test"])
     assert parse_setting("data.train_sets=VOC2007:trainval") == ("data.train_sets", "VOC2007:trainval")
     assert parse_setting("train.lr=3e-4") == ("train.lr", 3e-4)
     assert parse_setting("data.train_scales=[96, 128]") == ("data.train_scales", [96, 128])
