@@ -145,7 +145,7 @@ CASES = [
     Case("flag-negative-lr", SMOKE + " --lr -1", 2, r"argument --lr: train.lr must be greater than 0, got -1.0$"),
     Case("flag-threshold", "predict {image} --checkpoint {run} --threshold 2", 2, r"argument --threshold: must be a number in \[0, 1\]"),
     Case("flag-toy-size", "make-toy --root {tmp}/toy --image-size 10", 2, r"data.toy_image_size must be in \[64, 4096\], got 10$"),
-    Case("env-profile", SMOKE, 1, r"unknown profile 'fast'.*DETRLIB_PROFILE",
+    Case("env-profile", "train --out {tmp}/run", 1, r"unknown profile 'fast'.*DETRLIB_PROFILE",
          setup=lambda ctx: ctx.monkeypatch.setenv("DETRLIB_PROFILE", "fast") or []),
     Case("batch-larger-than-data", SMOKE + " --batch-size 100", 1,
          r"an optimizer step takes 100 images .* the training data has 24: it would train nothing"),
