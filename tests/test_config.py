@@ -134,3 +134,14 @@ def test_a_stored_config_is_checked_like_any_other():
         Config.from_dict({**get_profile("smoke").to_dict(), "optimizer": {}})
     with pytest.raises(ConfigError, match="profile 'fast' is not one of"):
         Config.from_dict({**get_profile("smoke").to_dict(), "profile": "fast"})
+
+
+def test_detrlib_set_changes_the_settings_a_chapter_runs(monkeypatch):
+    monkeypatch.setenv("DETRLIB_PROFILE", "smoke")
+    monkeypatch.setenv("DETRLIB_SET", '{"train.max_steps": 7, "data.train_scales": [32, 48]}')
+    cfg = get_profile()
+    assert cfg.train.max_steps == 7 and cfg.data.train_scales == (32, 48) and cfg.profile == "smoke"
+    assert profile_settings("smoke").train.max_steps == 3  # showing a recipe: as it is
+    monkeypatch.setenv("DETRLIB_SET", "train.max_steps=7")
+    with pytest.raises(ValueError, match="DETRLIB_SET is not a JSON object"):
+        get_profile()
