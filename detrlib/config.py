@@ -460,7 +460,10 @@ def get_profile(name: str | None = None) -> Config:
         raise ValueError(f"DETRLIB_SET is not a JSON object ({err}): write it as '{{\"train.max_steps\": 300}}'") from None
     if not isinstance(changes, dict):
         raise ValueError("DETRLIB_SET must be a JSON object of dotted fields, e.g. '{\"train.max_steps\": 300}'")
-    return cfg.replace(**{k: tuple(v) if isinstance(v, list) else v for k, v in changes.items()})
+    try:
+        return cfg.replace(**{k: tuple(v) if isinstance(v, list) else v for k, v in changes.items()})
+    except ConfigError as err:
+        raise ConfigError(f"DETRLIB_SET: {err}") from None
 
 
 def profile_settings(name: str) -> Config:

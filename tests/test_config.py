@@ -145,3 +145,6 @@ def test_detrlib_set_changes_the_settings_a_chapter_runs(monkeypatch):
     monkeypatch.setenv("DETRLIB_SET", "train.max_steps=7")
     with pytest.raises(ValueError, match="DETRLIB_SET is not a JSON object"):
         get_profile()
+    monkeypatch.setenv("DETRLIB_SET", '{"train.max_step": 7}')
+    with pytest.raises(ConfigError, match=r"DETRLIB_SET: train.max_step is not a config field \(did you mean train.max_steps\?\)"):
+        get_profile()
