@@ -16,13 +16,11 @@ from __future__ import annotations
 import datetime
 import json
 import math
-import os
-import platform
 import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from detrlib.config import Config
+from detrlib.config import Config, machine
 
 METRICS = ("AP50", "AP", "head_AP50", "tail_AP50", "train_time_s")
 RFS_THRESHOLD = 0.25  # repeat images whose rarest class is in fewer than a quarter of the images
@@ -45,17 +43,10 @@ class Variant:
         return f"python -m detrlib train --profile {profile} --seed {seed} --resume {sets}".strip()
 
 
-def budget_steps(cfg: Config, train_images: int) -> int:
-    """The optimizer steps of one run of ``cfg`` on one process, as :func:`~detrlib.engine.train`
-    counts them."""
-    t = cfg.train
-    return t.max_steps or t.epochs * (train_images // t.batch_size // t.grad_accum_steps)
-
-
 def variants(cfg: Config, steps: int, rfs_threshold: float = RFS_THRESHOLD) -> list[Variant]:
     """The variants of the ablation and of the remedies for the profile ``cfg``.
 
-    ``steps`` is the budget (:func:`budget_steps`); repeat-factor sampling makes epochs longer,
+    ``steps`` is the budget (``cfg.train.total_steps``); repeat-factor sampling makes epochs longer,
     so its run stops after that many steps instead of after the profile's epochs (the learning
     rate drops at the same step, which counts epochs of the unrepeated set).
     """
@@ -77,37 +68,6 @@ def variants(cfg: Config, steps: int, rfs_threshold: float = RFS_THRESHOLD) -> l
         Variant("remedies", "class-balanced loss", {**recipe, "train.class_loss": "balanced"}),
         Variant("remedies", "focal loss", {**recipe, "train.class_loss": "focal"}),
     ]
-
-
-def image_share(dataset) -> list[float]:
-    """The share of a dataset's images that hold each class: the frequency repeat factors use."""
-    from detrlib.data.batching import training_labels
-
-    labels = training_labels(dataset)
-    seen = [0] * len(dataset.classes)
-    for image in labels:
-        for c in set(int(x) for x in image):
-            seen[c] += 1
-    return [n / max(len(labels), 1) for n in seen]
-
-
-def machine() -> dict:
-    """The CPU (or GPU), thread count, platform and library versions the numbers came from."""
-    import torch
-    import torchvision
-
-    cpu = platform.processor() or platform.machine()
-    try:
-        cpu = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                   if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    info = {"cpu": cpu, "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-            "platform": platform.platform(), "python": platform.python_version(),
-            "torch": torch.__version__, "torchvision": torchvision.__version__}
-    if torch.cuda.is_available():
-        info["gpu"] = torch.cuda.get_device_name(0)
-    return info
 
 
 def _summary(values: list[float]) -> dict:
@@ -133,13 +93,14 @@ def ablate(cfg: Config, seeds: list[int], out: str | Path | None = None, repeats
     from detrlib.checkpoint import load_trained
     from detrlib.config import pick_device
     from detrlib.data import build_dataset
+    from detrlib.data.batching import image_share, training_labels
     from detrlib.engine import amp_dtype, read_metrics, to_json, train
     from detrlib.model import count_parameters
 
     if not seeds:
         raise ValueError("ablate needs at least one seed")
     train_set = build_dataset(cfg.data, "train")
-    steps = budget_steps(cfg, len(train_set))
+    steps = cfg.train.total_steps(len(train_set))
     plan = variants(cfg, steps, rfs_threshold)
     device = pick_device(cfg.train.device)
     rows, jobs = [], {}
@@ -177,7 +138,8 @@ def ablate(cfg: Config, seeds: list[int], out: str | Path | None = None, repeats
         "seeds": list(seeds), "budget_steps": steps, "rfs_threshold": rfs_threshold,
         "inference": {"batch": 1, "size": cfg.data.val_size, "repeats": repeats, "device": device.type},
         "train_counts": {name: train_set.class_counts()[name] for name in train_set.classes},
-        "train_image_share": dict(zip(train_set.classes, image_share(train_set))), "rows": rows,
+        "train_image_share": dict(zip(train_set.classes, image_share(training_labels(train_set),
+                                                                    len(train_set.classes)).tolist())), "rows": rows,
     }
     if out is not None:
         out = Path(out)

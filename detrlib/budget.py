@@ -87,9 +87,7 @@ def step_seconds(profile: str) -> tuple[float, str]:
 def evaluations(cfg: Config, train_images: int = VOC07_LONGTAIL_IMAGES) -> int:
     """Evaluations a run makes: one per ``eval_every`` epochs it reaches, and one at its end."""
     t = cfg.train
-    per_epoch = max(1, train_images // t.batch_size // t.grad_accum_steps)
-    steps = t.max_steps or t.epochs * per_epoch
-    return max(1, math.ceil(steps / per_epoch / t.eval_every))
+    return max(1, math.ceil(t.total_steps(train_images) / t.steps_per_epoch(train_images) / t.eval_every))
 
 
 def eval_minutes(cfg: Config) -> float:
@@ -102,9 +100,7 @@ def run_minutes(cfg: Config, seconds_per_step: float | None = None) -> float:
     final evaluation that ends a capped run)."""
     t = cfg.train
     sps = seconds_per_step or step_seconds(cfg.profile)[0]
-    train_images = VOC07_LONGTAIL_IMAGES
-    steps = t.max_steps or t.epochs * max(1, train_images // t.batch_size // t.grad_accum_steps)
-    minutes = steps * sps / 60 + evaluations(cfg) * eval_minutes(cfg)
+    minutes = t.total_steps(VOC07_LONGTAIL_IMAGES) * sps / 60 + evaluations(cfg) * eval_minutes(cfg)
     return min(minutes, t.max_minutes + eval_minutes(cfg)) if t.max_minutes else minutes
 
 

@@ -69,24 +69,17 @@ def _slice_note(name: str, before: tuple, after: tuple) -> str:
 
 
 def fetch(url: str) -> Path:
-    """Download ``url`` once into ``workdir()/checkpoints``, checking the SHA-256 prefix that its
-    file name carries (``detr-r50-e632da11.pth``: the hash starts with ``e632da11``)."""
+    """Download ``url`` once into ``workdir()/checkpoints`` (:func:`~detrlib.data.download.download`),
+    checking the SHA-256 prefix that its file name carries (``detr-r50-e632da11.pth``: the hash
+    starts with ``e632da11``)."""
+    from detrlib.data.download import download
+
     name = url.rsplit("/", 1)[-1]
     match = _HASH.search(name)
     if not match:
         raise ValueError(f"{url}: the file name carries no '-<sha256 prefix>.' part, so the download "
                          "cannot be verified; download it yourself and pass the local path")
-    path = workdir() / "checkpoints" / name
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        partial = path.with_suffix(path.suffix + ".part")
-        try:
-            torch.hub.download_url_to_file(url, str(partial), hash_prefix=match.group(1), progress=False)
-        except RuntimeError as err:
-            partial.unlink(missing_ok=True)
-            raise RuntimeError(f"{url}: the download does not match the hash in its name ({err})") from err
-        partial.rename(path)
-    return path
+    return download([url], workdir() / "checkpoints" / name, match.group(1), "sha256")
 
 
 def read_state_dict(path_or_url: str | Path) -> tuple[dict, str]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import typing
 import warnings
 from pathlib import Path
 
@@ -54,14 +55,14 @@ def _stats(args: argparse.Namespace) -> int:
 
 def _longtail(args: argparse.Namespace) -> int:
     from detrlib.data.longtail import write_longtail
-    from detrlib.data.voc import VOCDataset, parse_sets
+    from detrlib.data.voc import VOCDataset, parse_sets, split_file
 
     dataset = VOCDataset(parse_sets(args.data, args.split))
     new_sets, before, after = write_longtail(dataset, args.profile, args.seed)
     print(f"{'class':<16} {'before':>7} {'after':>7}")
     for i in sorted(range(len(before)), key=lambda i: -before[i]):
         print(f"{dataset.classes[i]:<16} {before[i]:>7} {after[i]:>7}")
-    print("wrote " + ", ".join(f"{y}/ImageSets/Main/{s}.txt" for y, s in new_sets))
+    print("wrote " + ", ".join(str(split_file(y, s)) for y, s in new_sets))
     if args.plot:
         import matplotlib.pyplot as plt
 
@@ -84,20 +85,24 @@ def _download(args: argparse.Namespace) -> int:
     return 0
 
 
+# the config fields the train command has a flag for; every other field is --set SECTION.FIELD=VALUE
+TRAIN_FLAGS = {"--data": "data.root", "--train-sets": "data.train_sets", "--val-sets": "data.val_sets",
+               "--epochs": "train.epochs", "--max-steps": "train.max_steps", "--max-minutes": "train.max_minutes",
+               "--batch-size": "train.batch_size", "--lr": "train.lr", "--amp": "train.amp", "--seed": "train.seed",
+               "--dn-groups": "model.dn_groups", "--dec-layers": "model.dec_layers",
+               "--num-queries": "model.num_queries", "--init-checkpoint": "train.init_checkpoint",
+               "--checkpoint-every": "train.checkpoint_every"}
+TOY_FLAGS = {"--train": "data.toy_train", "--val": "data.toy_val", "--seed": "data.toy_seed",
+             "--image-size": "data.toy_image_size", "--max-objects": "data.toy_max_objects",
+             "--clutter": "data.toy_clutter"}
+
+
 def _config_from_args(args: argparse.Namespace):
     from detrlib.config import get_profile, parse_setting, profile_settings
 
     cfg = profile_settings(args.profile) if args.profile else get_profile()  # a flag wins over DETRLIB_PROFILE
-    changes = {
-        "data.root": args.data, "data.train_sets": args.train_sets and tuple(args.train_sets),
-        "data.val_sets": args.val_sets and tuple(args.val_sets), "train.epochs": args.epochs,
-        "train.max_steps": args.max_steps, "train.max_minutes": args.max_minutes,
-        "train.batch_size": args.batch_size, "train.lr": args.lr,
-        "train.amp": args.amp, "train.seed": args.seed, "train.init_checkpoint": args.init_checkpoint,
-        "train.checkpoint_every": args.checkpoint_every, "model.dn_groups": args.dn_groups,
-        "model.dec_layers": args.dec_layers, "model.num_queries": args.num_queries,
-    }
-    changes = {k: v for k, v in changes.items() if v is not None}
+    changes = {key: getattr(args, _dest(flag)) for flag, key in TRAIN_FLAGS.items()}
+    changes = {k: tuple(v) if isinstance(v, list) else v for k, v in changes.items() if v is not None}
     if args.data is not None and cfg.data.toy_train:  # a given folder replaces the generated toy VOC
         changes.setdefault("data.train_sets", ("VOC2007:trainval", "VOC2012:trainval"))
         changes.setdefault("data.val_sets", ("VOC2007:test",))
@@ -275,17 +280,37 @@ def _picture_names(inputs: list[Path], out: Path) -> list[Path]:
     return names
 
 
+def _dest(flag: str) -> str:
+    return flag[2:].replace("-", "_")
+
+
 def _field(key: str):
-    """An argparse type reading a flag as the config field ``key``, checked as a config checks it."""
+    """An argparse type reading a flag as the config field ``key`` (one element of a tuple field),
+    checked as a config checks it."""
     def read(text: str):
         from detrlib.config import ConfigError, check_value, parse_setting
 
         try:
-            return check_value(key, parse_setting(f"{key}={text}")[1])
+            value = check_value(key, parse_setting(f"{key}={text}")[1])
         except ConfigError as err:
             raise argparse.ArgumentTypeError(str(err)) from None
+        return value[0] if isinstance(value, tuple) else value
 
     return read
+
+
+def _add_fields(parser: argparse.ArgumentParser, flags: dict[str, str], defaults=None, **kwargs) -> None:
+    """A flag for each config field of ``flags`` (``{"--epochs": "train.epochs"}``), with the field's
+    type, choices and help text; defaults from the config ``defaults`` when given."""
+    from detrlib.config import CHOICES, SECTIONS, field_help, field_types
+
+    for flag, key in flags.items():
+        section, _, name = key.partition(".")
+        several = typing.get_origin(field_types(SECTIONS[section])[name]) is tuple
+        default = getattr(getattr(defaults, section), name) if defaults else None
+        parser.add_argument(flag, type=_field(key), choices=CHOICES.get(key), nargs="+" if several else None,
+                            default=default, help=field_help(key) + (f" (default {default})" if defaults else ""),
+                            **kwargs)
 
 
 def _probability(text: str) -> float:
@@ -299,22 +324,14 @@ def _probability(text: str) -> float:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from detrlib.config import PROFILES
+    from detrlib.config import PROFILES, Config, profile_settings
 
     parser = argparse.ArgumentParser(prog="python -m detrlib", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True, metavar="command")
 
     toy = commands.add_parser("make-toy", help="write the generated toy VOC (a VOCdevkit tree)")
     toy.add_argument("--root", required=True, help="folder to write VOCdevkit/VOCtoy into")
-    toy.add_argument("--train", type=_field("data.toy_train"), default=2000, help="training images (default 2000)")
-    toy.add_argument("--val", type=_field("data.toy_val"), default=300, help="validation images (default 300)")
-    toy.add_argument("--seed", type=_field("data.toy_seed"), default=0)
-    toy.add_argument("--image-size", type=_field("data.toy_image_size"), default=128,
-                     help="longer side in pixels (default 128)")
-    toy.add_argument("--max-objects", type=_field("data.toy_max_objects"), default=6,
-                     help="objects per image, at most (default 6)")
-    toy.add_argument("--clutter", type=_field("data.toy_clutter"), default=4.0,
-                     help="distractors per image on average (default 4)")
+    _add_fields(toy, TOY_FLAGS, defaults=profile_settings("quick"))
     toy.set_defaults(func=_make_toy)
 
     stats = commands.add_parser("stats", help="images, objects per class and box sizes of a VOC-format tree")
@@ -345,25 +362,10 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--profile", choices=PROFILES,
                        help="settings to start from (default: gpu on a CUDA GPU, quick otherwise; full is the "
                             "reference project's whole recipe)")
-    train.add_argument("--data", help="a VOC-format folder (holding VOCdevkit/) instead of the profile's data")
-    train.add_argument("--train-sets", nargs="+", metavar="YEAR:SPLIT", help="e.g. VOC2007:trainval VOC2012:trainval")
-    train.add_argument("--val-sets", nargs="+", metavar="YEAR:SPLIT", help="e.g. VOC2007:test")
     train.add_argument("--out", help="run folder (default: one per configuration under the runs folder)")
     train.add_argument("--resume", action="store_true",
                        help="continue the run in --out from its newest readable checkpoint")
-    train.add_argument("--epochs", type=_field("train.epochs"))
-    train.add_argument("--max-steps", type=_field("train.max_steps"), help="stop after this many optimizer steps (0: no cap)")
-    train.add_argument("--max-minutes", type=_field("train.max_minutes"),
-                       help="stop cleanly (evaluation, checkpoint) after this many minutes, resumed sessions included")
-    train.add_argument("--batch-size", type=_field("train.batch_size"))
-    train.add_argument("--lr", type=_field("train.lr"), help="transformer learning rate")
-    train.add_argument("--amp", choices=["off", "auto", "bf16", "fp16"], help="mixed precision")
-    train.add_argument("--seed", type=_field("train.seed"))
-    train.add_argument("--dn-groups", type=_field("model.dn_groups"), help="denoising groups (chapter 5); 0 turns denoising off")
-    train.add_argument("--dec-layers", type=_field("model.dec_layers"), help="decoder layers")
-    train.add_argument("--num-queries", type=_field("model.num_queries"), help="object queries")
-    train.add_argument("--init-checkpoint", help="official DETR weights to start from (path or URL)")
-    train.add_argument("--checkpoint-every", type=_field("train.checkpoint_every"), help="also checkpoint every N steps, mid-epoch")
+    _add_fields(train, TRAIN_FLAGS)
     train.add_argument("--set", action="append", metavar="SECTION.FIELD=VALUE",
                        help="any other config field, e.g. --set train.lr_drop=30 (repeatable)")
     train.set_defaults(func=_train)
@@ -377,7 +379,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--all-images", action="store_true",
                           help="every image of the run's validation sets, not the fixed subset its evaluations used")
     evaluate.add_argument("--save-results", metavar="FILE", help="write predictions as COCO results JSON")
-    evaluate.add_argument("--device", type=_field("train.device"), default="auto")
+    _add_fields(evaluate, {"--device": "train.device"}, defaults=Config())
     evaluate.set_defaults(func=_eval)
 
     pred = commands.add_parser("predict", help="draw a checkpoint's detections on images")
@@ -393,9 +395,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "queries, the first N or the N most often matched to an object on the run's validation "
                     "set. Writes a checkpoint that eval and predict read, and can fine-tune it.")
     prune.add_argument("--checkpoint", required=True, help="a run folder, run checkpoint or best.pt")
-    prune.add_argument("--dec-layers", type=_field("model.dec_layers"), required=True,
-                       help="decoder layers to keep (the first ones)")
-    prune.add_argument("--num-queries", type=_field("model.num_queries"), required=True, help="object queries to keep")
+    _add_fields(prune, {"--dec-layers": "model.dec_layers", "--num-queries": "model.num_queries"}, required=True)
     prune.add_argument("--by", choices=["first", "usage"], default="first",
                        help="which queries: the first N, or the N most used on the validation set (default first)")
     prune.add_argument("--out", help="pruned checkpoint file (default: RUN/pruned/decK-qN-BY.pt)")

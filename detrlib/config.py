@@ -24,10 +24,14 @@ import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 
-PROFILES = ("smoke", "quick", "gpu", "full")
 GPU_PROFILES = ("gpu", "full")  # the profiles that train DETR-R50 and need a CUDA GPU
 REPOSITORY = "https://github.com/detrlib/detr-book"  # as in _config.yml (a test keeps them equal)
 BRANCH = "main"
+
+
+def knob(default, help: str):
+    """A config field and its help text, which the command line's flags show."""
+    return field(default=default, metadata={"help": help})
 
 
 @dataclass
@@ -39,26 +43,27 @@ class DataConfig:
     ``"<year folder>:<split>"``, e.g. ``"VOC2007:trainval"``.
     """
 
-    root: str = ""
-    download: bool = False  # fetch missing VOC archives into root (the full profile)
-    train_sets: tuple[str, ...] = ("VOC2007:trainval", "VOC2012:trainval")
-    val_sets: tuple[str, ...] = ("VOC2007:test",)
-    toy_train: int = 0  # images the toy generator writes when root is empty
-    toy_val: int = 0
-    toy_seed: int = 0
-    toy_image_size: int = 128  # longer side of a toy image
-    toy_max_objects: int = 6
-    toy_clutter: float = 4.0  # decoys, lines and dots per toy image, on average
-    train_scales: tuple[int, ...] = (480, 512, 544, 576, 608, 640, 672, 704, 736, 768, 800)
-    max_size: int = 1333
-    val_size: int = 800
-    val_subset: int = 0  # evaluate on a fixed random subset of this many validation images; 0: all
-    random_crop: bool = True
-    keep_difficult: bool = False
-    longtail: str = ""  # imbalance profile of the "modified VOC" (exp50, step10, ...); "" keeps every image
-    longtail_seed: int = 0
-    repeat_factor_t: float = 0.0  # LVIS repeat-factor threshold; 0 turns the sampler off
-    num_workers: int = 2
+    root: str = knob("", "a folder holding VOCdevkit/ (relative: under DETRLIB_HOME); empty: the generated toy VOC")
+    download: bool = knob(False, "fetch missing VOC archives into root (the full profile)")
+    train_sets: tuple[str, ...] = knob(("VOC2007:trainval", "VOC2012:trainval"), "training sets, YEAR:split")
+    val_sets: tuple[str, ...] = knob(("VOC2007:test",), "validation sets, YEAR:split")
+    toy_train: int = knob(0, "training images the toy generator writes when root is empty")
+    toy_val: int = knob(0, "validation images of the toy VOC")
+    toy_seed: int = knob(0, "seed of the toy VOC")
+    toy_image_size: int = knob(128, "longer side of a toy image in pixels")
+    toy_max_objects: int = knob(6, "objects per toy image, at most")
+    toy_clutter: float = knob(4.0, "decoys, lines and dots per toy image, on average")
+    train_scales: tuple[int, ...] = knob((480, 512, 544, 576, 608, 640, 672, 704, 736, 768, 800),
+                                         "shorter sides a training image is resized to, one drawn per image")
+    max_size: int = knob(1333, "longest side of a resized image")
+    val_size: int = knob(800, "shorter side of a validation image")
+    val_subset: int = knob(0, "evaluate on a fixed random subset of this many validation images; 0: all")
+    random_crop: bool = knob(True, "DETR's random crop before resizing a training image")
+    keep_difficult: bool = knob(False, "train on VOC's difficult objects too")
+    longtail: str = knob("", 'imbalance profile of the "modified VOC" (exp50, step10, ...); empty keeps every image')
+    longtail_seed: int = knob(0, "seed of the long-tailed subset")
+    repeat_factor_t: float = knob(0.0, "LVIS repeat-factor threshold; 0 turns repeat-factor sampling off")
+    num_workers: int = knob(2, "DataLoader worker processes")
 
     def __post_init__(self):
         check_fields(self, "data")
@@ -68,27 +73,26 @@ class DataConfig:
 class ModelConfig:
     """DETR's architecture. Names follow the original DETR arguments where one exists."""
 
-    backbone: str = "resnet50"
-    dilation: bool = False
-    position_embedding: str = "sine"  # or "learned"
-    hidden_dim: int = 256
-    nheads: int = 8
-    enc_layers: int = 6
-    dec_layers: int = 6
-    dim_feedforward: int = 2048
-    dropout: float = 0.1
-    num_queries: int = 100
-    num_classes: int = 91  # without no-object; the class head has num_classes + 1 outputs
-    aux_loss: bool = True
+    backbone: str = knob("resnet50", "the ResNet of the backbone")
+    dilation: bool = knob(False, "dilate the last ResNet stage (DETR's DC5)")
+    position_embedding: str = knob("sine", "position encoding, sine or learned")
+    hidden_dim: int = knob(256, "width of the transformer")
+    nheads: int = knob(8, "attention heads")
+    enc_layers: int = knob(6, "encoder layers")
+    dec_layers: int = knob(6, "decoder layers")
+    dim_feedforward: int = knob(2048, "width of the feed-forward layers")
+    dropout: float = knob(0.1, "dropout in the transformer")
+    num_queries: int = knob(100, "object queries")
+    num_classes: int = knob(91, "object classes, without no-object (the class head has one output more)")
+    aux_loss: bool = knob(True, "losses at every decoder layer")
     # detrlib's additions, for models trained from scratch on a CPU
-    backbone_stages: int = 4  # ResNet stages kept: 4 -> stride 32, 3 -> stride 16, 2 -> stride 8
-    frozen_bn: bool = True  # FrozenBatchNorm2d as in DETR; False trains ordinary BatchNorm2d
-    frozen_stages: int = 1  # k > 0 freezes the stem and layer1..layerk (DETR: 1); 0 trains it all
-    pretrained_backbone: bool = False  # torchvision ImageNet weights (needs a download)
-    # denoising training (chapter 5); 0 groups turns it off
-    dn_groups: int = 0
-    dn_label_noise: float = 0.2
-    dn_box_noise: float = 0.4
+    backbone_stages: int = knob(4, "ResNet stages kept: 4 -> stride 32, 3 -> stride 16, 2 -> stride 8")
+    frozen_bn: bool = knob(True, "FrozenBatchNorm2d as in DETR; false trains ordinary BatchNorm2d")
+    frozen_stages: int = knob(1, "k > 0 freezes the stem and layer1..layerk (DETR: 1); 0 trains it all")
+    pretrained_backbone: bool = knob(False, "torchvision's ImageNet weights (needs a download)")
+    dn_groups: int = knob(0, "denoising groups (chapter 5); 0 turns denoising off")
+    dn_label_noise: float = knob(0.2, "share of denoising labels flipped")
+    dn_box_noise: float = knob(0.4, "denoising box noise, relative to the box size")
 
     def __post_init__(self):
         check_fields(self, "model")
@@ -98,40 +102,49 @@ class ModelConfig:
 class TrainConfig:
     """Optimisation, loss weights, precision and bookkeeping."""
 
-    epochs: int = 50
-    max_steps: int = 0  # stop after this many optimizer steps; 0 means run every epoch
-    max_minutes: float = 0  # stop cleanly after this many minutes of wall clock, resumed sessions included; 0: no cap
-    batch_size: int = 4
-    grad_accum_steps: int = 1
-    lr: float = 1e-4
-    lr_backbone: float = 1e-5
-    weight_decay: float = 1e-4
-    clip_max_norm: float = 0.1
-    lr_schedule: str = "step"  # "step" drops lr by 10x at lr_drop; or "cosine"
-    lr_drop: int = 40  # epoch of the step drop
-    warmup_steps: int = 0
+    epochs: int = knob(50, "training epochs")
+    max_steps: int = knob(0, "stop after this many optimizer steps; 0: run every epoch")
+    max_minutes: float = knob(0, "stop cleanly (evaluation, checkpoint) after this many minutes of wall clock, "
+                                 "resumed sessions included; 0: no cap")
+    batch_size: int = knob(4, "images per batch and process")
+    grad_accum_steps: int = knob(1, "batches per optimizer step")
+    lr: float = knob(1e-4, "learning rate of the transformer")
+    lr_backbone: float = knob(1e-5, "learning rate of the backbone")
+    weight_decay: float = knob(1e-4, "AdamW's weight decay")
+    clip_max_norm: float = knob(0.1, "gradient clipping norm; 0: none")
+    lr_schedule: str = knob("step", "step (x0.1 at lr_drop) or cosine")
+    lr_drop: int = knob(40, "epoch of the step drop")
+    warmup_steps: int = knob(0, "steps of linear learning-rate warm-up")
     # Hungarian matching costs and loss weights, as in DETR
-    set_cost_class: float = 1.0
-    set_cost_bbox: float = 5.0
-    set_cost_giou: float = 2.0
-    bbox_loss_coef: float = 5.0
-    giou_loss_coef: float = 2.0
-    eos_coef: float = 0.1
-    # the classification loss (chapter 8): "ce" as in DETR, "balanced" (cross-entropy weighted by the
-    # inverse effective number of each class's training objects, Cui et al.) or "focal" (Lin et al.)
-    class_loss: str = "ce"
-    balanced_beta: float = 0.999  # "balanced": effective number (1 - beta^n) / (1 - beta) of n objects
-    focal_gamma: float = 2.0  # "focal": the loss of a prediction is scaled by (1 - p_true)^gamma
-    amp: str = "off"  # "off", "auto" (bf16 where the device has it, else fp16 on a GPU, fp32 on a CPU), "bf16" or "fp16"
-    device: str = "auto"  # "auto" picks cuda when present, else cpu
-    seed: int = 42
-    eval_every: int = 1  # epochs between evaluations
-    keep_last: int = 2  # checkpoints kept besides the best one
-    checkpoint_every: int = 0  # also checkpoint every this many steps, mid-epoch; 0: at epoch ends only
-    init_checkpoint: str = ""  # path or URL of the official COCO checkpoint to start from
+    set_cost_class: float = knob(1.0, "matching cost weight of the class probability")
+    set_cost_bbox: float = knob(5.0, "matching cost weight of the L1 box distance")
+    set_cost_giou: float = knob(2.0, "matching cost weight of the GIoU")
+    bbox_loss_coef: float = knob(5.0, "loss weight of the L1 box loss")
+    giou_loss_coef: float = knob(2.0, "loss weight of the GIoU loss")
+    eos_coef: float = knob(0.1, "class weight of no-object")
+    class_loss: str = knob("ce", "ce as in DETR, balanced (weighted by the inverse effective number of each "
+                                 "class's training objects, Cui et al.) or focal (Lin et al.), chapter 8")
+    balanced_beta: float = knob(0.999, "balanced: the effective number of n objects is (1 - beta^n) / (1 - beta)")
+    focal_gamma: float = knob(2.0, "focal: a prediction's loss is scaled by (1 - p_true)^gamma")
+    amp: str = knob("off", "mixed precision: off, auto (bf16 where the device has it, else fp16 on a GPU, fp32 "
+                           "on a CPU), bf16 or fp16")
+    device: str = knob("auto", "auto (cuda when present, else cpu), cpu, cuda, cuda:N or mps")
+    seed: int = knob(42, "training seed")
+    eval_every: int = knob(1, "epochs between evaluations")
+    keep_last: int = knob(2, "checkpoints kept besides the best one")
+    checkpoint_every: int = knob(0, "also checkpoint every this many steps, mid-epoch; 0: at epoch ends only")
+    init_checkpoint: str = knob("", "official DETR weights to start from (path or URL)")
 
     def __post_init__(self):
         check_fields(self, "train")
+
+    def steps_per_epoch(self, images: int, processes: int = 1) -> int:
+        """Optimizer steps in an epoch of ``images`` (at least one): the last incomplete batch is dropped."""
+        return max(1, images // (self.batch_size * processes) // self.grad_accum_steps)
+
+    def total_steps(self, images: int, processes: int = 1) -> int:
+        """Optimizer steps of a whole run: ``max_steps``, else every epoch's."""
+        return self.max_steps or self.epochs * self.steps_per_epoch(images, processes)
 
 
 SECTIONS = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig}
@@ -240,6 +253,12 @@ PATTERNS = {  # regular expression a text must match, and what it means
 def field_types(klass) -> dict[str, type]:
     """The resolved type annotation of each field of a config dataclass."""
     return typing.get_type_hints(klass)
+
+
+def field_help(key: str) -> str:
+    """The help text of the config field ``key`` (``"train.epochs"``)."""
+    section, _, name = key.partition(".")
+    return SECTIONS[section].__dataclass_fields__[name].metadata["help"]
 
 
 def _interval(text: str) -> tuple[float, float, bool, bool]:
@@ -420,6 +439,7 @@ def _smoke() -> Config:
 
 
 _BUILDERS = {"smoke": _smoke, "quick": _quick, "gpu": _gpu, "full": _full}
+PROFILES = tuple(_BUILDERS)
 
 
 def has_cuda() -> bool:
@@ -485,25 +505,15 @@ def workdir() -> Path:
 def repository_file(relative: str, sha256: str = "") -> Path:
     """A file this repository keeps (``checkpoints/...``, ``results/...``): from the checkout when
     detrlib runs from one, else downloaded once from the repository into :func:`workdir` (as on
-    Colab, where only the package is installed) and checked against ``sha256`` when given."""
+    Colab, where only the package is installed; :func:`~detrlib.data.download.download`) and
+    checked against ``sha256`` when given."""
+    from detrlib.data.download import download
+
     local = Path(__file__).resolve().parents[1] / relative
     if local.exists():
         return local
-    path = workdir() / relative
-    if not path.exists():
-        import torch
-
-        url = f"{REPOSITORY.replace('github.com', 'raw.githubusercontent.com')}/{BRANCH}/{relative}"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        part = path.with_name(path.name + ".part")
-        torch.hub.download_url_to_file(url, str(part), progress=True)
-        part.rename(path)
-    if sha256:
-        digest = hashlib.sha256(path.read_bytes()).hexdigest()
-        if digest != sha256:
-            path.unlink()
-            raise ValueError(f"{relative} has SHA-256 {digest}, expected {sha256}: the download was damaged; run again")
-    return path
+    url = f"{REPOSITORY.replace('github.com', 'raw.githubusercontent.com')}/{BRANCH}/{relative}"
+    return download([url], workdir() / relative, sha256, "sha256")
 
 
 def runs_dir() -> Path:
@@ -538,28 +548,49 @@ def pick_device(name: str = "auto"):
     return torch.device(name)
 
 
-def environment_report(cfg: Config | None = None) -> str:
-    """Device, library versions and the chosen profile, for the top of every chapter."""
+def machine() -> dict:
+    """This machine as every measurement records it: the CPU's model and cores, torch's threads, the
+    platform, the Python, torch and torchvision versions, and the GPU when there is one."""
     import platform
 
     import torch
     import torchvision
 
+    cpu = platform.processor() or platform.machine()
+    try:
+        cpu = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                   if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    info = {"cpu": cpu, "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+            "platform": platform.platform(), "python": platform.python_version(),
+            "torch": torch.__version__, "torchvision": torchvision.__version__}
+    if torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name(0)
+    return info
+
+
+def device_name(device) -> str:
+    """A device in a few words: the GPU's name, or ``cpu (N threads)``."""
+    import torch
+
+    return torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({torch.get_num_threads()} threads)"
+
+
+def environment_report(cfg: Config | None = None) -> str:
+    """Device, library versions and the chosen profile, for the top of every chapter."""
+    import torch
+
     from detrlib import __version__
 
-    device = pick_device()
+    info, device = machine(), pick_device()
     if device.type == "cuda":
         props = torch.cuda.get_device_properties(device)
         where = f"cuda: {props.name}, {props.total_memory / 2**30:.0f} GiB, bf16 {torch.cuda.is_bf16_supported()}"
     else:
-        where = f"cpu: {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
-    lines = [
-        f"device       {where}",
-        f"python       {platform.python_version()}",
-        f"torch        {torch.__version__}",
-        f"torchvision  {torchvision.__version__}",
-        f"detrlib      {__version__}",
-    ]
+        where = f"cpu: {info['cpu']}, {info['torch_threads']} threads"
+    lines = [f"device       {where}", f"python       {info['python']}", f"torch        {info['torch']}",
+             f"torchvision  {info['torchvision']}", f"detrlib      {__version__}"]
     if cfg is not None:
         lines.append(f"profile      {cfg.describe()}")
     return "\n".join(lines)

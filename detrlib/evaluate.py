@@ -16,6 +16,8 @@ import numpy as np
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
+from detrlib.data.stats import class_groups
+
 
 def coco_ground_truth(annotations: list[dict], classes: list[str]) -> COCO:
     """A pycocotools ``COCO`` from per-image annotations.
@@ -64,13 +66,6 @@ def save_results(predictions: dict[int, dict], path: str | Path) -> Path:
     path = Path(path)
     path.write_text(json.dumps(coco_results(predictions)))
     return path
-
-
-def class_groups(counts: list[int]) -> dict[str, list[int]]:
-    """Head = the most frequent third of the classes (by training objects), tail = the least frequent third."""
-    order = sorted(range(len(counts)), key=lambda c: (-counts[c], c))
-    third = max(1, len(counts) // 3)
-    return {"head": sorted(order[:third]), "tail": sorted(order[-third:])}
 
 
 def evaluate_detections(

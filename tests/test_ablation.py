@@ -4,7 +4,7 @@ import json
 import pytest
 
 from detrlib import cli
-from detrlib.ablation import _summary, budget_steps, load_results, measured_results, table, variants
+from detrlib.ablation import _summary, load_results, measured_results, table, variants
 from detrlib.config import get_profile
 
 GROUPS = {"ablation": ["vanilla", "+DN", "+pruning", "+AMP"],
@@ -58,9 +58,9 @@ def test_each_command_trains_exactly_its_variant(no_env):
 
 def test_budget_counts_steps_like_the_engine(no_env):
     cfg = get_profile("quick")
-    assert budget_steps(cfg, 2000) == 8 * 250
-    assert budget_steps(cfg.replace(**{"train.grad_accum_steps": 2}), 2000) == 8 * 125
-    assert budget_steps(cfg.replace(**{"train.max_steps": 7}), 2000) == 7
+    assert cfg.train.total_steps(2000) == 8 * 250
+    assert cfg.replace(**{"train.grad_accum_steps": 2}).train.total_steps(2000) == 8 * 125
+    assert cfg.replace(**{"train.max_steps": 7}).train.total_steps(2000) == 7
 
 
 def test_summary_ignores_missing_values():

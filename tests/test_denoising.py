@@ -5,6 +5,7 @@ import pytest
 import torch
 from torchvision.ops import box_convert
 
+from detrlib.bench import random_boxes
 from detrlib.config import get_profile
 from detrlib.criterion import DenoisingCriterion, SetCriterion, build_criterion
 from detrlib.matcher import HungarianMatcher
@@ -264,15 +265,11 @@ def random_dn_case(seed, num_classes=4, groups=3, layers=3, queries=5):
     sizes[0] = max(sizes[0], 1)
     targets = []
     for n in sizes:
-        wh = 0.1 + 0.4 * torch.rand(n, 2, generator=g)
-        targets.append({"labels": torch.randint(0, num_classes, (n,), generator=g),
-                        "boxes": torch.cat([wh / 2 + (1 - wh) * torch.rand(n, 2, generator=g), wh], -1)})
+        targets.append({"labels": torch.randint(0, num_classes, (n,), generator=g), "boxes": random_boxes(n, g)})
     pad = max(sizes)
 
     def head(q):
-        wh = 0.1 + 0.4 * torch.rand(4, q, 2, generator=g)
-        return {"pred_logits": torch.randn(4, q, num_classes + 1, generator=g),
-                "pred_boxes": torch.cat([wh / 2 + (1 - wh) * torch.rand(4, q, 2, generator=g), wh], -1)}
+        return {"pred_logits": torch.randn(4, q, num_classes + 1, generator=g), "pred_boxes": random_boxes((4, q), g)}
 
     dn, matching = head(groups * pad), head(queries)
     dn["aux_outputs"] = [head(groups * pad) for _ in range(layers - 1)]

@@ -7,14 +7,9 @@ import torch
 
 from torchvision.ops import box_convert, generalized_box_iou
 
+from detrlib.bench import random_boxes
 from detrlib.bench.matcher import all_pairs_match, random_problem
 from detrlib.matcher import HungarianMatcher, one_thread, pad_targets, pair_costs
-
-
-def random_boxes(n, generator):
-    wh = 0.05 + 0.5 * torch.rand(n, 2, generator=generator)
-    cxcy = wh / 2 + (1 - wh) * torch.rand(n, 2, generator=generator)
-    return torch.cat([cxcy, wh], -1)
 
 
 def one_image(queries, objects, num_classes=5, seed=0):

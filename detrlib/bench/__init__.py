@@ -170,6 +170,26 @@ def _medians(times: dict) -> dict:
     return {name: statistics.median(t) for name, t in times.items() if t}
 
 
+def random_boxes(shape, generator: torch.Generator) -> torch.Tensor:
+    """Random boxes ``[*shape, 4]`` (``cx, cy, w, h``, normalized) inside the image, each side 5-50%
+    of the image's: the objects of the benchmarks' and tests' random batches."""
+    shape = (shape,) if isinstance(shape, int) else tuple(shape)
+    wh = 0.05 + 0.45 * torch.rand(*shape, 2, generator=generator)
+    return torch.cat([wh / 2 + (1 - wh) * torch.rand(*shape, 2, generator=generator), wh], -1)
+
+
+def random_batch(batch: int, size: int, num_classes: int, objects=(5,), seed: int = 0):
+    """A training batch ``(images, mask, targets)`` of ``size``² random pixels; image ``i`` holds
+    ``objects[i % len(objects)]`` objects of :func:`random_boxes` and random classes."""
+    g = torch.Generator().manual_seed(seed)
+    images = torch.randn(batch, 3, size, size, generator=g)
+    targets = []
+    for i in range(batch):
+        n = objects[i % len(objects)]
+        targets.append({"boxes": random_boxes(n, g), "labels": torch.randint(0, num_classes, (n,), generator=g)})
+    return images, torch.zeros(batch, size, size, dtype=torch.bool), targets
+
+
 def hf_detr(**config):
     """Hugging Face's DetrForObjectDetection with random weights (91 classes unless ``config``
     says ``num_labels``), or ``(None, why it is missing)``. The benchmarks compare against it;

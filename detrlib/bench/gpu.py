@@ -66,7 +66,7 @@ def results_tables(folder: str | Path | None = None) -> str:
 def write_results(rows: list[dict], out: str | Path, command: str) -> Path:
     """Write ``rows`` with the machine, GPU, date and command as JSON (to a temporary file, then
     renamed)."""
-    from detrlib.ablation import machine
+    from detrlib.config import machine
 
     info = machine()
     result = {"gpu": info.get("gpu", "none"), "date": datetime.date.today().isoformat(), "command": command,

@@ -77,7 +77,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 @benchmark("infer", "inference s/image: warm-up, CUDA-event timing on a GPU, median of many runs", add_arguments)
 def run(args: argparse.Namespace) -> list[dict]:
-    from detrlib.config import get_profile, pick_device
+    from detrlib.config import device_name, get_profile, pick_device
     from detrlib.engine import amp_dtype
     from detrlib.model import build_model, count_parameters
 
@@ -85,9 +85,8 @@ def run(args: argparse.Namespace) -> list[dict]:
     cfg = get_profile(args.profile)
     configs = [parse_config(c) for c in args.configs]
     sizes = args.sizes or [cfg.data.val_size]
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu, {torch.get_num_threads()} threads"
-    print(f"{args.profile} profile model ({cfg.model.backbone}, {cfg.model.enc_layers} encoder layers), {name}, "
-          f"torch {torch.__version__}; median of {args.repeats} calls after {args.warmup} warm-up calls")
+    print(f"{args.profile} profile model ({cfg.model.backbone}, {cfg.model.enc_layers} encoder layers), "
+          f"{device_name(device)}, torch {torch.__version__}; median of {args.repeats} calls after {args.warmup} warm-up calls")
     rows = []
     for compiled in (False, True) if args.compile else (False,):
         models = {}

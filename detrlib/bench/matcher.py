@@ -10,7 +10,7 @@ import torch
 from scipy.optimize import linear_sum_assignment
 from torchvision.ops import box_convert, generalized_box_iou
 
-from detrlib.bench import benchmark, take_turns
+from detrlib.bench import benchmark, random_boxes, take_turns
 from detrlib.matcher import HungarianMatcher
 
 # (images per batch, queries, most objects per image); each image gets 1..most objects
@@ -44,18 +44,12 @@ def all_pairs_match(matcher: HungarianMatcher, outputs: dict, targets: list[dict
 
 def random_problem(batch: int, queries: int, most: int, generator: torch.Generator, device) -> tuple[dict, list]:
     """Random logits, boxes inside the image, and 1..``most`` objects per image."""
-
-    def boxes(n):
-        wh = 0.05 + 0.45 * torch.rand(n, 2, generator=generator)
-        cxcy = wh / 2 + (1 - wh) * torch.rand(n, 2, generator=generator)
-        return torch.cat([cxcy, wh], -1)
-
     outputs = {"pred_logits": torch.randn(batch, queries, NUM_CLASSES + 1, generator=generator).to(device),
-               "pred_boxes": boxes(batch * queries).view(batch, queries, 4).to(device)}
+               "pred_boxes": random_boxes((batch, queries), generator).to(device)}
     targets = []
     for _ in range(batch):
         n = int(torch.randint(1, most + 1, (), generator=generator))
-        targets.append({"boxes": boxes(n).to(device),
+        targets.append({"boxes": random_boxes(n, generator).to(device),
                         "labels": torch.randint(0, NUM_CLASSES, (n,), generator=generator).to(device)})
     return outputs, targets
 

@@ -19,7 +19,7 @@ import argparse
 import torch
 from torch import nn
 
-from detrlib.bench import benchmark, hf_detr, take_turns_quiet_and_busy
+from detrlib.bench import benchmark, hf_detr, random_batch, take_turns_quiet_and_busy
 
 
 def _arguments(parser: argparse.ArgumentParser) -> None:
@@ -35,20 +35,6 @@ def _arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
     parser.add_argument("--repeats", type=int, default=5, help="timed steps per row (the median is shown)")
     parser.add_argument("--no-hf", action="store_true", help="skip Hugging Face even when installed")
-
-
-def _batch(batch: int, size: int, objects: list[int], num_classes: int):
-    g = torch.Generator().manual_seed(0)
-    images = torch.randn(batch, 3, size, size, generator=g)
-    mask = torch.zeros(batch, size, size, dtype=torch.bool)
-    targets = []
-    for i in range(batch):
-        n = objects[i % len(objects)]
-        centres = torch.rand(n, 2, generator=g) * 0.6 + 0.2
-        sizes = torch.rand(n, 2, generator=g) * 0.3 + 0.1
-        targets.append({"labels": torch.randint(0, num_classes, (n,), generator=g),
-                        "boxes": torch.cat([centres, sizes], 1)})
-    return images, mask, targets
 
 
 def detrlib_step(cfg, images, mask, targets):
@@ -121,7 +107,7 @@ def run(args: argparse.Namespace) -> list[dict]:
     rows = []
     for profile in args.profile:
         cfg, batch, size = _profile(profile, args)
-        images, mask, targets = _batch(batch, size, args.objects, cfg.model.num_classes)
+        images, mask, targets = random_batch(batch, size, cfg.model.num_classes, args.objects)
         groups = [0] + ([args.dn_groups] if args.dn else [])
         jobs = {g: detrlib_step(cfg.replace(**{"model.dn_groups": g}), images, mask, targets) for g in groups}
         hf, why = (None, "Hugging Face rows skipped (--no-hf)") if args.no_hf else hf_detr(**hf_config(cfg.model))

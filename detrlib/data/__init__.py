@@ -15,7 +15,7 @@ from detrlib.data.download import archives_for, download_voc
 from detrlib.data.longtail import longtail_sets
 from detrlib.data.toy import TOY_CLASSES, ToySpec, ensure_toy_voc
 from detrlib.data.transforms import build_train_transforms, build_val_transforms, denormalize
-from detrlib.data.voc import VOC_CLASSES, DataError, VOCDataset, parse_sets, read_classes, subset_sets
+from detrlib.data.voc import VOC_CLASSES, DataError, VOCDataset, parse_sets, read_classes, split_file, subset_sets
 
 __all__ = [
     "VOC_CLASSES", "TOY_CLASSES", "DataError", "VOCDataset", "build_dataset", "build_loader", "collate",
@@ -40,7 +40,7 @@ def data_root(cfg: DataConfig) -> Path:
     root = root if root.is_absolute() else workdir() / root
     if cfg.download:
         wanted = [s for s in (*cfg.train_sets, *cfg.val_sets)
-                  if not (root / "VOCdevkit" / s.split(":")[0] / "ImageSets" / "Main" / f"{s.split(':')[1]}.txt").exists()]
+                  if not split_file(root / "VOCdevkit" / s.split(":")[0], s.split(":")[1]).exists()]
         if wanted:
             download_voc(root, archives_for(wanted))
     return root

@@ -38,16 +38,23 @@ def pack_targets(targets) -> list[dict]:
     return targets
 
 
+def image_share(image_labels, num_classes: int | None = None) -> torch.Tensor:
+    """The share of the images that hold each class (``num_classes`` of them, else as many as the
+    largest label asks), from each image's labels."""
+    image_labels = [torch.as_tensor(labels, dtype=torch.long).unique() for labels in image_labels]
+    if not image_labels:
+        raise ValueError("the share of images per class needs at least one image")
+    return torch.cat(image_labels).bincount(minlength=num_classes or 0).double() / len(image_labels)
+
+
 def repeat_factors(image_labels, threshold: float) -> torch.Tensor:
     """LVIS's repeat factors (Gupta et al., 2019): class ``c`` seen in a fraction ``f_c`` of the
-    images gets ``r_c = max(1, sqrt(threshold / f_c))``; an image repeats as often as its rarest
-    class asks, ``r_i = max_c r_c`` (1 for images without objects)."""
-    image_labels = [torch.as_tensor(labels).unique() for labels in image_labels]
-    if not image_labels:
-        raise ValueError("repeat factors need at least one image")
-    seen = torch.cat(image_labels).bincount().double() / len(image_labels)
+    images (:func:`image_share`) gets ``r_c = max(1, sqrt(threshold / f_c))``; an image repeats as
+    often as its rarest class asks, ``r_i = max_c r_c`` (1 for images without objects)."""
+    seen = image_share(image_labels)
     per_class = torch.clamp(torch.sqrt(threshold / seen.clamp(min=1e-12)), min=1.0)
-    return torch.tensor([per_class[labels].max().item() if len(labels) else 1.0 for labels in image_labels])
+    return torch.tensor([per_class[torch.as_tensor(labels, dtype=torch.long)].max().item() if len(labels) else 1.0
+                         for labels in image_labels])
 
 
 def epoch_order(n: int, seed: int, epoch: int, factors=None) -> torch.Tensor:

@@ -1,9 +1,10 @@
-"""PASCAL VOC for the full profile: download with md5 checks, resume and mirrors, then extract.
+"""Downloads: every file detrlib fetches (PASCAL VOC's archives, the official COCO checkpoint, the
+repository's reference files) comes through :func:`download`, with a digest check, resume and mirrors.
 
-Each archive is tried from its mirrors in order. A partial download (``<file>.part``) is resumed
-with an HTTP ``Range`` request where the server allows it, and restarted where it does not. A file
-whose md5 differs is deleted and the next mirror tried. Archives are kept in ``download_dir``
-(default ``workdir()/downloads``) and extracted into ``root``, which may be a mounted Drive.
+Mirrors are tried in order. A partial download (``<file>.part``) is resumed with an HTTP ``Range``
+request where the server allows it, and restarted where it does not. A file whose digest differs
+is deleted and the next mirror tried. VOC's archives are kept in ``download_dir`` (default
+``workdir()/downloads``) and extracted into ``root``, which may be a mounted Drive.
 """
 from __future__ import annotations
 
@@ -51,8 +52,8 @@ class DownloadError(RuntimeError):
     """Every mirror of an archive failed."""
 
 
-def md5sum(path: Path, chunk: int = 1 << 20) -> str:
-    digest = hashlib.md5()
+def file_digest(path: Path, algorithm: str = "md5", chunk: int = 1 << 20) -> str:
+    digest = hashlib.new(algorithm)
     with open(path, "rb") as f:
         while block := f.read(chunk):
             digest.update(block)
@@ -79,11 +80,16 @@ def _fetch(url: str, part: Path, timeout: float) -> None:
                 bar.update(len(block))
 
 
-def download(urls, dest: Path, md5: str, timeout: float = 60) -> Path:
-    """``dest``, downloaded from the first of ``urls`` that delivers a file with this md5."""
+def download(urls, dest: Path, digest: str, algorithm: str = "md5", advice: str = "", timeout: float = 60) -> Path:
+    """``dest``, downloaded from the first of ``urls`` that delivers a file whose ``algorithm`` digest
+    starts with ``digest`` (a whole digest, or the prefix a file name carries; empty: any file).
+    A ``dest`` already there is kept when its digest agrees, else deleted as damaged. ``advice``
+    ends the error raised when every mirror fails."""
     dest = Path(dest)
-    if dest.exists() and md5sum(dest) == md5:
-        return dest
+    if dest.exists():
+        if file_digest(dest, algorithm).startswith(digest):
+            return dest
+        dest.unlink()
     dest.parent.mkdir(parents=True, exist_ok=True)
     part = dest.with_name(dest.name + ".part")
     errors = []
@@ -97,15 +103,15 @@ def download(urls, dest: Path, md5: str, timeout: float = 60) -> Path:
         except (urllib.error.URLError, OSError) as e:
             errors.append(f"{url}: {getattr(e, 'reason', e)}")
             continue
-        if md5sum(part) == md5:
+        if file_digest(part, algorithm).startswith(digest):
             part.replace(dest)
             return dest
-        errors.append(f"{url}: md5 mismatch (the file is damaged or not the expected one)")
+        errors.append(f"{url}: {algorithm} mismatch (the file is damaged or not the expected one)")
         part.unlink()
     raise DownloadError(
         f"could not download {dest.name} from any mirror:\n  " + "\n  ".join(errors)
-        + f"\nWhat to do: check the network, or fetch {dest.name} (md5 {md5}) by any means, put it at {dest} "
-        "and run again; or point data.root at a folder that already holds VOCdevkit.")
+        + f"\nWhat to do: check the network, or fetch {dest.name} ({algorithm} {digest or 'any'}) by any means, "
+        f"put it at {dest} and run again{advice}.")
 
 
 def extract(archive: Path, root: Path) -> None:
@@ -140,7 +146,8 @@ def download_voc(root, names=tuple(VOC_ARCHIVES), download_dir=None, archives=VO
         done = root / "VOCdevkit" / f".{archive.filename}.extracted"
         if done.exists():
             continue
-        path = download(archive.mirrors, download_dir / archive.filename, archive.md5)
+        path = download(archive.mirrors, download_dir / archive.filename, archive.md5,
+                        advice="; or point data.root at a folder that already holds VOCdevkit")
         extract(path, root)
         done.write_text(archive.md5 + "\n")
     return root

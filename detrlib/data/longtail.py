@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from detrlib.data.voc import DataError, VOCDataset, read_split
+from detrlib.data.voc import DataError, VOCDataset, read_split, split_file, write_split
 
 
 def parse_profile(profile: str) -> tuple[str, float]:
@@ -92,8 +92,7 @@ def write_longtail(dataset: VOCDataset, profile: str, seed: int = 0) -> tuple[li
     new_sets = []
     for year_dir, split in dataset.sets:
         new_split = longtail_split_name(split, profile, seed)
-        lines = "".join(f"{n}\n" for n in read_split(year_dir, split) if (year_dir, n) in chosen)
-        (year_dir / "ImageSets" / "Main" / f"{new_split}.txt").write_text(lines)
+        write_split(year_dir, new_split, [n for n in read_split(year_dir, split) if (year_dir, n) in chosen])
         new_sets.append((year_dir, new_split))
     return new_sets, table.sum(0), table[keep].sum(0)
 
@@ -101,7 +100,7 @@ def write_longtail(dataset: VOCDataset, profile: str, seed: int = 0) -> tuple[li
 def longtail_sets(sets, profile: str, seed: int = 0) -> list[tuple[Path, str]]:
     """The long-tailed version of ``sets``, writing its split files on first use."""
     derived = [(Path(y), longtail_split_name(s, profile, seed)) for y, s in sets]
-    if all((y / "ImageSets" / "Main" / f"{s}.txt").exists() for y, s in derived):
+    if all(split_file(y, s).exists() for y, s in derived):
         return derived
     new_sets, _, after = write_longtail(VOCDataset(sets), profile, seed)
     if after.sum() == 0:

@@ -13,11 +13,12 @@ def size_bucket(area: float) -> str:
     return next(name for name, limit in SIZE_BUCKETS if area < limit)
 
 
-def head_tail(counts: dict[str, int]) -> tuple[list[str], list[str]]:
-    """Classes ranked by count: the first third is the head, the last third the tail."""
-    ranked = sorted(counts, key=lambda c: -counts[c])
-    third = max(1, len(ranked) // 3)
-    return ranked[:third], ranked[-third:]
+def class_groups(counts) -> dict[str, list[int]]:
+    """Head = the most frequent third of the classes by ``counts`` (e.g. training objects per class),
+    tail = the least frequent third; ties go to the earlier class. Sorted class indices."""
+    order = sorted(range(len(counts)), key=lambda c: (-counts[c], c))
+    third = max(1, len(counts) // 3)
+    return {"head": sorted(order[:third]), "tail": sorted(order[-third:])}
 
 
 def dataset_stats(dataset) -> dict:
@@ -37,8 +38,8 @@ def dataset_stats(dataset) -> dict:
             objects[name] += 1
             sizes[size_bucket(float(area))] += 1
             truncated += bool(cut)
-    head, tail = head_tail(objects)
-    most, least = objects[head[0]], objects[tail[-1]]
+    groups = class_groups(list(objects.values()))
+    most, least = max(objects.values()), min(objects.values())
     total = sum(objects.values())
     return {
         "sets": dataset.describe_sets(),
@@ -50,8 +51,7 @@ def dataset_stats(dataset) -> dict:
         "per_class": {name: {"objects": objects[name], "difficult": difficult[name]} for name in dataset.classes},
         "box_sizes": dict(sizes),
         "small_fraction": sizes["small"] / total if total else 0.0,
-        "head": head,
-        "tail": tail,
+        **{group: [dataset.classes[c] for c in members] for group, members in groups.items()},
         "head_to_tail": most / least if least else float("inf"),
         "clipped": dataset.report.clipped,
         "dropped": dataset.report.dropped,

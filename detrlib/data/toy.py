@@ -30,6 +30,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
+from detrlib.data.voc import VOC_CLASSES, split_file, write_split
+
 YEAR = "VOCtoy"
 VERSION = 2  # part of the cache key of ensure_toy_voc: bump it when the pictures change
 SHAPES = ("circle", "square", "triangle", "star", "cross", "diamond")
@@ -252,7 +254,7 @@ def make_toy_voc(root, train: int, val: int, seed: int = 0, spec: ToySpec = ToyS
     if not 0 <= spec.min_objects <= spec.max_objects:
         raise ValueError(f"need 0 <= min_objects <= max_objects, got {spec.min_objects}, {spec.max_objects}")
     year_dir = Path(root) / "VOCdevkit" / YEAR
-    for sub in ("Annotations", "JPEGImages", "ImageSets/Main"):
+    for sub in ("Annotations", "JPEGImages"):
         (year_dir / sub).mkdir(parents=True, exist_ok=True)
     (year_dir / "classes.txt").write_text("\n".join(TOY_CLASSES) + "\n")
     for code, (split, count) in enumerate([("train", train), ("val", val)]):
@@ -268,7 +270,7 @@ def make_toy_voc(root, train: int, val: int, seed: int = 0, spec: ToySpec = ToyS
             image.save(year_dir / "JPEGImages" / f"{name}.jpg", quality=spec.jpeg_quality)
             (year_dir / "Annotations" / f"{name}.xml").write_text(annotation_xml(f"{name}.jpg", *image.size, objects))
             names.append(name)
-        (year_dir / "ImageSets" / "Main" / f"{split}.txt").write_text("".join(n + "\n" for n in names))
+        write_split(year_dir, split, names)
     return year_dir
 
 
@@ -283,7 +285,7 @@ def ensure_toy_voc(parent: Path, train: int, val: int, seed: int = 0, spec: ToyS
     settings = toy_settings(train, val, seed, spec)
     key = hashlib.sha1(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:10]
     root = Path(parent) / f"toy-{key}"
-    if (root / "VOCdevkit" / YEAR / "ImageSets" / "Main" / "val.txt").exists():
+    if split_file(root / "VOCdevkit" / YEAR, "val").exists():
         return root
     tmp = Path(parent) / f".toy-{key}-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
@@ -303,14 +305,12 @@ def make_voc_like(root, sets: dict[str, dict[str, int]], seed: int = 0, size: tu
     names (no ``classes.txt``), ``size`` JPEGs with 1 to ``max_objects`` objects each, a filled
     shape in its class's colour, classes drawn from a long tail. Returns the root holding
     ``VOCdevkit``; same arguments, same files."""
-    from detrlib.data.voc import VOC_CLASSES
-
     width, height = size
     weights = class_quotas(1000, len(VOC_CLASSES), 20.0) / 1000
     palette = np.random.default_rng(12345).integers(30, 226, (len(VOC_CLASSES), 3))
     for y, (year, splits) in enumerate(sets.items()):
         year_dir = Path(root) / "VOCdevkit" / year
-        for sub in ("Annotations", "JPEGImages", "ImageSets/Main"):
+        for sub in ("Annotations", "JPEGImages"):
             (year_dir / sub).mkdir(parents=True, exist_ok=True)
         for code, (split, count) in enumerate(splits.items()):
             names = []
@@ -331,5 +331,5 @@ def make_voc_like(root, sets: dict[str, dict[str, int]], seed: int = 0, size: tu
                 (year_dir / "Annotations" / f"{name}.xml").write_text(
                     annotation_xml(f"{name}.jpg", width, height, objects, folder=year))
                 names.append(name)
-            (year_dir / "ImageSets" / "Main" / f"{split}.txt").write_text("".join(n + "\n" for n in names))
+            write_split(year_dir, split, names)
     return Path(root)

@@ -114,13 +114,28 @@ def read_classes(year_dir: Path) -> tuple[str, ...]:
     return names
 
 
+def split_file(year_dir, split: str) -> Path:
+    """The file listing the image ids of a split: ``<year_dir>/ImageSets/Main/<split>.txt``."""
+    return Path(year_dir) / "ImageSets" / "Main" / f"{split}.txt"
+
+
+def write_split(year_dir, split: str, names) -> Path:
+    """Write a split file, one image id a line, to a temporary file renamed into place."""
+    path = split_file(year_dir, split)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text("".join(f"{n}\n" for n in names))
+    tmp.replace(path)
+    return path
+
+
 def read_split(year_dir: Path, split: str) -> list[str]:
-    """Image ids listed in ``ImageSets/Main/<split>.txt``."""
+    """Image ids listed in the split's :func:`split_file`."""
     year_dir = Path(year_dir)
     if not year_dir.is_dir():
         raise DataError(f"VOC year folder {year_dir} not found: download VOC (python -m detrlib download "
                         f"--root ROOT) or generate the toy VOC (python -m detrlib make-toy --root ROOT)")
-    path = year_dir / "ImageSets" / "Main" / f"{split}.txt"
+    path = split_file(year_dir, split)
     if not path.exists():
         have = sorted(p.stem for p in path.parent.glob("*.txt") if "_" not in p.stem) if path.parent.is_dir() else []
         raise DataError(f"split file {path} not found; splits in {year_dir.name}: {', '.join(have) or 'none'}")
@@ -455,12 +470,8 @@ def subset_sets(sets, size: int, seed: int = 0) -> list[tuple[Path, str]]:
     subsets = []
     for year_dir, split in sets:
         name = f"{split}-subset{size}-s{seed}"
-        path = Path(year_dir) / "ImageSets" / "Main" / f"{name}.txt"
-        if not path.exists():
-            kept = [n for i, (y, s, n) in enumerate(ids) if i in chosen and (y, s) == (year_dir, split)]
-            tmp = path.with_name(path.name + ".tmp")
-            tmp.write_text("".join(f"{n}\n" for n in kept))
-            tmp.replace(path)
+        if not split_file(year_dir, name).exists():
+            write_split(year_dir, name, [n for i, (y, s, n) in enumerate(ids) if i in chosen and (y, s) == (year_dir, split)])
         subsets.append((Path(year_dir), name))
     return subsets
 
@@ -477,9 +488,9 @@ def parse_sets(root, specs) -> list[tuple[Path, str]]:
         if sep:
             sets.append((devkit / year, split))
             continue
-        found = [(d, split) for d in sorted(devkit.iterdir()) if (d / "ImageSets" / "Main" / f"{split}.txt").exists()]
+        found = [(d, split) for d in sorted(devkit.iterdir()) if split_file(d, split).exists()]
         if not found:
-            raise DataError(f"no year folder in {devkit} has ImageSets/Main/{split}.txt; "
+            raise DataError(f"no year folder in {devkit} has {split_file('', split)}; "
                             "name a set as YEAR:split, e.g. VOC2007:trainval")
         sets += found
     return sets
