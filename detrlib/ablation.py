@@ -8,7 +8,7 @@
   (Lin et al., 2017).
 
 Every variant trains with the profile's budget (the same number of optimizer steps) for each seed.
-Runs live in :func:`~detrlib.engine.run_dir` folders keyed by their configuration, so a finished run
+Runs live in :func:`~detrlib.runfolder.run_dir` folders keyed by their configuration, so a finished run
 is reused, never trained twice. The file records where and how the numbers were measured.
 """
 from __future__ import annotations
@@ -94,7 +94,8 @@ def ablate(cfg: Config, seeds: list[int], out: str | Path | None = None, repeats
     from detrlib.config import pick_device
     from detrlib.data import build_dataset
     from detrlib.data.batching import image_share, training_labels
-    from detrlib.engine import amp_dtype, read_metrics, to_json, train
+    from detrlib.engine import amp_dtype, train
+    from detrlib.runfolder import read_metrics, to_json
     from detrlib.model import count_parameters
 
     if not seeds:

@@ -116,7 +116,7 @@ def chapter_plan(chapter: str, cfg: Config) -> str:
     """What a chapter will train on this profile and how long it takes on a T4, for the chapter to
     print before its first training cell. Runs already finished (on Drive, or by an earlier
     chapter) are reused and cost nothing."""
-    from detrlib.engine import is_finished, run_dir
+    from detrlib.runfolder import is_finished, run_dir
 
     plan = CHAPTERS[chapter]
     sps, source = step_seconds(cfg.profile)

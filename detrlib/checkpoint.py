@@ -9,20 +9,18 @@ naming the tensors. The returned :class:`LoadReport` lists every tensor loaded, 
 newly initialized.
 
 A run checkpoint is written to a temporary file and renamed into place, so a run killed mid-write
-leaves the previous checkpoint intact. Resuming restores everything a run needs to continue as if it
-had never stopped: model, optimizer, scheduler, AMP scaler, every RNG state, epoch, step and the
-metrics history. Loading uses ``weights_only=True``: a checkpoint is data, never code.
+leaves the previous checkpoint intact; it holds a :class:`~detrlib.train_state.TrainState`, all a
+run needs to continue as if it had never stopped. Loading uses ``weights_only=True``: a checkpoint
+is data, never code.
 """
 from __future__ import annotations
 
 import os
-import random
 import re
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -172,30 +170,6 @@ def fit_state_dict(model: nn.Module, src: dict, name: str) -> LoadReport:
 # --- run checkpoints ---------------------------------------------------------------------------------
 
 _NAME = re.compile(r"^ckpt-(\d{8})\.pt$")
-
-
-def rng_state() -> dict:
-    """Every random number generator a training step touches, as plain tensors and lists."""
-    version, mt, gauss = random.getstate()
-    kind, keys, pos, has_gauss, cached = np.random.get_state()
-    state = {
-        "python": [version, list(mt), gauss],
-        "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, cached],
-        "torch": torch.get_rng_state(),
-    }
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def set_rng_state(state: dict) -> None:
-    version, mt, gauss = state["python"]
-    random.setstate((version, tuple(mt), gauss))
-    kind, keys, pos, has_gauss, cached = state["numpy"]
-    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
-    torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
 
 
 def _all_finite(state_dict: dict) -> bool:

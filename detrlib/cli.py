@@ -116,7 +116,8 @@ def _train(args: argparse.Namespace) -> int:
     import torch
 
     from detrlib.config import check_device
-    from detrlib.engine import read_metrics, run_dir, train
+    from detrlib.engine import train
+    from detrlib.runfolder import read_metrics, run_dir
 
     cfg = _config_from_args(args)
     check_device(cfg)
@@ -142,9 +143,10 @@ def _eval(args: argparse.Namespace) -> int:
     from detrlib.config import pick_device
     from detrlib.data import DataError, build_dataset, build_loader, trained_classes
     from detrlib.data.voc import abbreviate
-    from detrlib.engine import predict, to_json
+    from detrlib.engine import detect
     from detrlib.evaluate import evaluate_detections, ground_truth, save_results
     from detrlib.model import PostProcess
+    from detrlib.runfolder import to_json
 
     if args.save_results:
         _check_new([args.save_results], "--save-results file")
@@ -163,7 +165,7 @@ def _eval(args: argparse.Namespace) -> int:
                         f"{dataset.describe_sets()} has {len(dataset.classes)} ({abbreviate(dataset.classes)}): "
                         "evaluate on data with the checkpoint's classes (a year folder's classes.txt lists them)")
     loader = build_loader(dataset, cfg.train.batch_size, train=False, num_workers=cfg.data.num_workers)
-    predictions = predict(model.to(device), loader, PostProcess(), device)
+    predictions = detect(model.to(device), loader, PostProcess(), device)
     metrics = evaluate_detections(ground_truth(dataset), predictions, list(dataset.classes), voc07=args.voc07)
     if args.save_results:
         save_results(predictions, args.save_results)
@@ -219,9 +221,10 @@ def _prune(args: argparse.Namespace) -> int:
     from detrlib.checkpoint import load_trained
     from detrlib.config import pick_device
     from detrlib.data import build_dataset, build_loader
-    from detrlib.engine import read_metrics, train
+    from detrlib.engine import train
     from detrlib.model import count_parameters
     from detrlib.prune import finetune_config, prune, save_pruned
+    from detrlib.runfolder import read_metrics
 
     source = Path(args.checkpoint)
     run = source if source.is_dir() else source.parent.parent

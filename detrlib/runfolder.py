@@ -1,18 +1,24 @@
-"""A run folder's files, the rule that a new run never writes over them, and the lock that keeps two
-processes from training into one folder at once.
+"""A run folder: its files, the rule that a new run never writes over them, and the lock that keeps
+two processes from training into one folder at once.
 
-A run writes ``config.json``, ``metrics.jsonl``, ``steps.csv`` and ``checkpoints/*.pt``. A new run
-starts only in a folder that holds none of them; ``resume`` continues from the newest readable
-checkpoint, and refuses (rather than start over on top of the old files) when there is none. The
-one exception: a run stopped before its first checkpoint leaves only its ``config.json`` and an
-empty ``metrics.jsonl``, which a resumed run may write again, having nothing to lose.
+A run writes ``config.json``, ``metrics.jsonl`` (one JSON object per evaluation), ``steps.csv`` (loss,
+learning rate and seconds of every optimizer step) and ``checkpoints/*.pt``. A new run starts only
+in a folder that holds none of them; ``resume`` continues from the newest readable checkpoint, and
+refuses (rather than start over on top of the old files) when there is none. The one exception: a
+run stopped before its first checkpoint leaves only its ``config.json`` and an empty
+``metrics.jsonl``, which a resumed run may write again, having nothing to lose.
 """
 from __future__ import annotations
 
+import json
+import math
 import os
 import socket
 from contextlib import contextmanager
 from pathlib import Path
+
+from detrlib import checkpoint as ckpt
+from detrlib.config import Config, runs_dir
 
 try:
     import fcntl
@@ -21,6 +27,57 @@ except ImportError:  # Windows has no flock: no guard against a second process t
 
 LOCK_FILE = "train.lock"
 _RUN_FILES = ("config.json", "metrics.jsonl", "steps.csv")
+STEP_COLUMNS = ("step", "loss", "lr", "seconds")
+
+
+def run_dir(cfg: Config, name: str = "") -> Path:
+    """The folder of a run: one per configuration, so the same settings reuse the same run."""
+    return runs_dir() / f"{name or cfg.profile}-{cfg.key()}"
+
+
+def is_finished(out: str | Path) -> bool:
+    """Whether the run in folder ``out`` has ended (its last evaluation written, its last checkpoint
+    marked finished)."""
+    state = ckpt.load_latest(Path(out) / "checkpoints")
+    return bool(state and state.get("finished"))
+
+
+def to_json(obj) -> str:
+    """Strict JSON (what ``jq`` and other languages read): NaN, e.g. the AP of a class with no
+    objects, becomes null."""
+    def clean(v):
+        if isinstance(v, dict):
+            return {k: clean(x) for k, x in v.items()}
+        if isinstance(v, (list, tuple)):
+            return [clean(x) for x in v]
+        return None if isinstance(v, float) and not math.isfinite(v) else v
+
+    return json.dumps(clean(obj), allow_nan=False)
+
+
+def write_config(out: Path, cfg: Config) -> None:
+    ckpt.atomic_write_text(out / "config.json", json.dumps(cfg.to_dict(), indent=2))
+
+
+def read_metrics(out: str | Path) -> list[dict]:
+    path = Path(out) / "metrics.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def write_metrics(out: Path, history: list[dict]) -> None:
+    ckpt.atomic_write_text(out / "metrics.jsonl", "".join(to_json(h) + "\n" for h in history))
+
+
+def read_steps(out: str | Path) -> dict[str, list[float]]:
+    """A run's ``steps.csv`` as columns: ``step``, ``loss``, ``lr`` and ``seconds`` per optimizer step."""
+    path = Path(out) / "steps.csv"
+    rows = [line.split(",") for line in path.read_text().splitlines()[1:]] if path.exists() else []
+    return {name: [float(r[i]) for r in rows] for i, name in enumerate(STEP_COLUMNS)}
+
+
+def write_steps(out: Path, steps: list[list[float]]) -> None:
+    lines = [",".join(STEP_COLUMNS)] + [f"{int(s)},{loss:.6g},{lr:.6g},{sec:.6g}" for s, loss, lr, sec in steps]
+    ckpt.atomic_write_text(out / "steps.csv", "\n".join(lines) + "\n")
 
 
 class RunFolderError(RuntimeError):
@@ -100,3 +157,15 @@ def locked(out: str | Path):
         finally:
             if held:
                 fcntl.flock(f, fcntl.LOCK_UN)
+
+
+@contextmanager
+def claimed(out: Path, resume: bool, hold: bool = True):
+    """Train into ``out`` holding it (:func:`locked`, then :func:`check_new_run`); with ``hold``
+    False (the other processes of a DDP run: process 0 writes the folder) just train."""
+    if not hold:
+        yield
+        return
+    with locked(out):
+        check_new_run(out, resume)
+        yield

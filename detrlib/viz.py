@@ -275,7 +275,7 @@ def plot_decoder_attention(image, weights, feature_shape, queries, boxes=None, l
 
 def plot_metrics(runs: dict[str, list[dict]], keys: list[str], x: str = "step", ncols: int = 3, title: str = ""):
     """One panel per metric in ``keys`` (e.g. ``train_loss_ce``, ``AP50``), one line per run in
-    ``runs`` (``{label: history}``, a history being :func:`detrlib.engine.read_metrics`'s list)."""
+    ``runs`` (``{label: history}``, a history being :func:`detrlib.runfolder.read_metrics`'s list)."""
     nrows = -(-len(keys) // ncols)
     fig, axes = plt.subplots(nrows, ncols, figsize=(4.2 * ncols, 3 * nrows), squeeze=False)
     for ax, key in zip(axes.flat, keys):

@@ -87,7 +87,7 @@ def main() -> int:
         os.environ["DETRLIB_HOME"] = work  # the run downloads nothing and leaves nothing behind
         command = prepare_run(Path(work))
         if run(f"gpu profile, {RUN_STEPS} steps", command, results, timeout=300):
-            from detrlib.engine import read_metrics, read_steps
+            from detrlib.runfolder import read_metrics, read_steps
 
             seconds = sorted(read_steps(Path(work) / "run")["seconds"][20:])
             last = read_metrics(Path(work) / "run")[-1]

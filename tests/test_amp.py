@@ -6,9 +6,10 @@ import torch
 from detrlib import engine
 from detrlib.config import get_profile
 from detrlib.criterion import build_criterion
-from detrlib.engine import amp_dtype, autocast, read_metrics, read_steps, train
+from detrlib.engine import amp_dtype, autocast, train
 from detrlib.memory import peak_memory_mb, reset_peak_memory
 from detrlib.model import build_model
+from detrlib.runfolder import read_metrics, read_steps
 
 CPU = torch.device("cpu")
 

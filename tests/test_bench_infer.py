@@ -6,7 +6,7 @@ import torch
 
 from detrlib.bench import load_all, take_turns
 from detrlib.bench.gpu import training_speed
-from detrlib.bench.infer import parse_config, seconds_per_image
+from detrlib.bench.infer import inference_seconds_per_image, parse_config
 from detrlib.config import get_profile
 from detrlib.model import build_model
 
@@ -32,11 +32,11 @@ def test_jobs_warm_up_untimed_then_take_turns():
     assert set(times) == {"a", "b"} and all(0 <= t < 1 for t in times.values())
 
 
-def test_seconds_per_image_runs_in_eval_mode_under_autocast():
+def test_inference_seconds_per_image_runs_in_eval_mode_under_autocast():
     model = build_model(get_profile("smoke").model).train()
     dtypes = []
     model.class_embed.register_forward_hook(lambda m, i, out: dtypes.append(out.dtype))
-    s = seconds_per_image(model, 64, batch=2, dtype=torch.bfloat16, repeats=2, warmup=1)
+    s = inference_seconds_per_image(model, 64, batch=2, dtype=torch.bfloat16, repeats=2, warmup=1)
     assert s > 0 and not model.training and set(dtypes) == {torch.bfloat16}
 
 
@@ -57,10 +57,10 @@ def test_gpu_benchmark_says_so_and_measures_nothing_without_cuda(monkeypatch, ca
     assert "no CUDA device" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("dtype", [None, torch.bfloat16])
-def test_training_speed_takes_the_engines_step(dtype):
-    cfg = get_profile("smoke")
-    result = training_speed(cfg, torch.device("cpu"), dtype, size=64, batch=2, steps=2, warmup=1)
+@pytest.mark.parametrize("amp", ["off", "bf16"])
+def test_training_speed_takes_the_engines_step(amp):
+    cfg = get_profile("smoke").replace(**{"train.amp": amp})
+    result = training_speed(cfg, torch.device("cpu"), size=64, batch=2, steps=2, warmup=1)
     assert result["steps/s"] > 0 and torch.isfinite(torch.tensor(result["loss"]))
     assert result["peak MiB"] is None or result["peak MiB"] > 0
 

@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from detrlib import checkpoint as ckpt
-from detrlib.data.batching import epoch_batches
+from detrlib.data.batching import epoch_batches, epoch_order
+from detrlib.train_state import rng_state, set_rng_state
 
 
 def state(value: float) -> dict:
@@ -39,9 +40,9 @@ def test_never_writes_non_finite_weights(tmp_path):
 
 def test_rng_state_round_trips_through_a_weights_only_file(tmp_path):
     random.seed(1), np.random.seed(1), torch.manual_seed(1)
-    ckpt.save_checkpoint({"model": {}, "rng": ckpt.rng_state()}, tmp_path, 1)
+    ckpt.save_checkpoint({"model": {}, "rng": rng_state()}, tmp_path, 1)
     expected = (random.random(), np.random.rand(), torch.rand(1).item())
-    ckpt.set_rng_state(ckpt.load_latest(tmp_path)["rng"])
+    set_rng_state(ckpt.load_latest(tmp_path)["rng"])
     assert (random.random(), np.random.rand(), torch.rand(1).item()) == expected
 
 
@@ -56,3 +57,10 @@ def test_epoch_batches_are_reproducible_sharded_and_repeat_factor_aware():
     repeated = epoch_batches(4, 1, seed=0, epoch=0, factors=[3.0, 1.0, 1.0, 0.0])
     counts = np.bincount([b[0][0] for b in repeated], minlength=4)
     assert counts.tolist() == [3, 1, 1, 0]
+
+
+def test_repeat_factors_round_stochastically_around_their_value():
+    factors = torch.tensor([1.0, 1.0, 2.5, 1.2])
+    epochs = [epoch_order(4, seed=1, epoch=e, factors=factors).tolist() for e in range(200)]
+    assert all(e.count(0) == 1 and e.count(2) in (2, 3) for e in epochs)
+    assert sum(e.count(2) for e in epochs) / 200 == pytest.approx(2.5, abs=0.15)

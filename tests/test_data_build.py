@@ -39,8 +39,20 @@ def test_loader_with_repeat_factors_repeats_rare_images(home):
     cfg = get_profile("smoke")
     train = build_dataset(cfg.data, "train")
     loader = build_loader(train, 2, train=True, repeat_factor_t=0.5, seed=1)
-    assert len(loader.sampler) > len(train)
-    assert sum(len(images) for images, _, _ in loader) == 2 * len(loader)
+    ids = [int(t["image_id"]) for _, _, targets in loader for t in targets]
+    assert len(ids) == 2 * len(loader) > len(train) and len(set(ids)) < len(ids)
+
+
+def test_a_training_loader_is_one_seeded_epoch_that_resumes_mid_epoch(home):
+    train = build_dataset(get_profile("smoke").data, "train")
+    whole = list(build_loader(train, 4, train=True, seed=3, epoch=1))
+    resumed = list(build_loader(train, 4, train=True, seed=3, epoch=1, start=2))
+    assert len(whole) == len(train) // 4 and len(resumed) == len(whole) - 2
+    for (images, mask, targets), (again, again_mask, again_targets) in zip(whole[2:], resumed):
+        assert torch.equal(images, again) and torch.equal(mask, again_mask)  # the same augmentations too
+        assert [int(t["image_id"]) for t in targets] == [int(t["image_id"]) for t in again_targets]
+    other = [int(t["image_id"]) for _, _, targets in build_loader(train, 4, train=True, seed=3, epoch=2) for t in targets]
+    assert other != [int(t["image_id"]) for _, _, targets in whole for t in targets]
 
 
 def test_longtail_config_trains_on_the_subset(home):

@@ -15,7 +15,9 @@ from torch import nn
 
 from detrlib.checkpoint import list_checkpoints, load_checkpoint
 from detrlib.config import TrainConfig, get_profile
-from detrlib.engine import NAN_PATIENCE, make_optimizer, make_scheduler, read_steps, train_one_epoch
+from detrlib.engine import NAN_PATIENCE, make_optimizer, make_scheduler, train_one_epoch
+from detrlib.runfolder import read_steps
+from detrlib.train_state import TrainState
 
 ROOT = Path(__file__).resolve().parents[1]
 SMOKE = ["--profile", "smoke", "--set", "train.keep_last=100"]
@@ -71,7 +73,8 @@ def test_a_run_killed_mid_epoch_resumes_to_bit_identical_weights(tmp_path):
 @pytest.mark.slow
 def test_a_finished_run_is_reused_and_a_larger_budget_trains_on(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("DETRLIB_HOME", str(tmp_path))
-    from detrlib.engine import read_metrics, train
+    from detrlib.engine import train
+    from detrlib.runfolder import read_metrics
 
     short = get_profile("smoke").replace(**{"train.max_steps": 2, "train.epochs": 2})
     train(short, tmp_path / "run", progress=False)
@@ -111,31 +114,50 @@ class Exploding(nn.Module):
         super().__init__()
         self.w = nn.Parameter(torch.ones(1))
         self.bad, self.calls = set(bad), 0
-        self.weight_dict = {"loss_x": 1.0}
 
-    def forward(self, images, mask):
+    def forward(self, images, mask, targets=None):
         self.calls += 1
         value = torch.tensor(float("nan")) if self.calls in self.bad else torch.tensor(1.0)
         return {"x": self.w * value}
+
+
+class Criterion(nn.Module):
+    """The sum of the model's ``"x"`` output as the only loss term."""
+
+    def forward(self, outputs, targets):
+        return {"loss_x": outputs["x"].sum()}
+
+    def total(self, losses):
+        return losses["loss_x"]
 
 
 def loader(n):
     return [(torch.zeros(1, 3, 2, 2), torch.zeros(1, 2, 2, dtype=torch.bool), [{}]) for _ in range(n)]
 
 
-def test_non_finite_losses_are_skipped_then_stop_the_run():
-    model = Exploding(bad={2, 4})
-    criterion = nn.Module()
-    criterion.weight_dict = {"loss_x": 1.0}
-    criterion.forward = lambda outputs, targets: {"loss_x": outputs["x"].sum()}
+def sgd_state(model, steps_per_epoch: int, **position) -> TrainState:
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
-    sched = make_scheduler(opt, TrainConfig(), steps_per_epoch=10)
-    means, step = train_one_epoch(model, criterion, loader(6), opt, sched, torch.device("cpu"), progress=False)
-    assert step == 4 and means["skipped"] == 2 and torch.isfinite(model.w).all()
+    return TrainState(model, opt, make_scheduler(opt, TrainConfig(), steps_per_epoch), **position)
 
-    model = Exploding(bad=set(range(1, 100)))
+
+def test_non_finite_losses_are_skipped_then_stop_the_run():
+    state = sgd_state(Exploding(bad={2, 4}), steps_per_epoch=10)
+    means = train_one_epoch(state, Criterion(), loader(6), TrainConfig(), progress=False)
+    assert state.step == 4 and state.batch == 6 and means["skipped"] == 2 and torch.isfinite(state.model.w).all()
+    assert [row[0] for row in state.steps] == [1, 2, 3, 4] and state.totals == {}
+
+    state = sgd_state(Exploding(bad=set(range(1, 100))), steps_per_epoch=10)
     with pytest.raises(FloatingPointError, match=f"{NAN_PATIENCE} non-finite losses in a row"):
-        train_one_epoch(model, criterion, loader(20), opt, sched, torch.device("cpu"), progress=False)
+        train_one_epoch(state, Criterion(), loader(20), TrainConfig(), progress=False)
+
+
+def test_an_epoch_ends_at_the_step_budget_and_the_time_cap():
+    state = sgd_state(Exploding(bad=()), steps_per_epoch=10, step=5)
+    train_one_epoch(state, Criterion(), loader(6), TrainConfig(max_steps=7), progress=False)
+    assert state.step == 7 and state.batch == 2 and state.stop_reason(TrainConfig(max_steps=7)) == "max_steps"
+    state = sgd_state(Exploding(bad=()), steps_per_epoch=10, wall_time=120.0)  # two minutes of earlier sessions
+    train_one_epoch(state, Criterion(), loader(6), TrainConfig(max_minutes=2), progress=False)
+    assert state.step == 1 and state.stop_reason(TrainConfig(max_minutes=2)) == "max_minutes"
 
 
 def test_an_epoch_resumed_midway_still_averages_all_its_steps():
@@ -146,27 +168,23 @@ def test_an_epoch_resumed_midway_still_averages_all_its_steps():
             super().__init__()
             self.w = nn.Parameter(torch.zeros(1))
 
-        def forward(self, images, mask):
+        def forward(self, images, mask, targets=None):
             return {"x": self.w * 0 + images.mean()}
 
-    criterion = nn.Module()
-    criterion.weight_dict = {"loss_x": 1.0}
-    criterion.forward = lambda outputs, targets: {"loss_x": outputs["x"].sum()}
     batches = [(torch.full((1, 3, 2, 2), float(v)), torch.zeros(1, 2, 2, dtype=torch.bool), [{}]) for v in (1, 2, 3, 6)]
-    model = Constant()
-    opt = torch.optim.SGD(model.parameters(), lr=0.1)
-    sched = make_scheduler(opt, TrainConfig(), steps_per_epoch=4)
-    totals, saved = {}, {}
+    whole, saved = sgd_state(Constant(), steps_per_epoch=4), {}
 
-    def checkpoint(step, batches_done):  # what train's snapshot stores at step 2
-        if step == 2:
-            saved.update(copy.deepcopy(totals))
+    def checkpoint():  # what train's checkpoint stores at step 2
+        if whole.step == 2:
+            saved.update(copy.deepcopy(whole.state_dict()))
 
-    whole, _ = train_one_epoch(model, criterion, batches, opt, sched, torch.device("cpu"), progress=False,
-                               on_step=checkpoint, totals=totals)
-    resumed, step = train_one_epoch(model, criterion, batches[2:], opt, sched, torch.device("cpu"), step=2,
-                                    progress=False, totals=saved)
-    assert whole["loss"] == resumed["loss"] == 3.0 and step == 4 and totals == saved == {}
+    whole_means = train_one_epoch(whole, Criterion(), batches, TrainConfig(), checkpoint, progress=False)
+    resumed = sgd_state(Constant(), steps_per_epoch=4)
+    resumed.load_state_dict(saved)
+    assert (resumed.step, resumed.batch) == (2, 2) and resumed.totals["steps"] == 2
+    resumed_means = train_one_epoch(resumed, Criterion(), batches[resumed.batch:], TrainConfig(), progress=False)
+    assert whole_means["loss"] == resumed_means["loss"] == 3.0 and resumed.step == 4 and resumed.totals == {}
+    assert [row[:3] for row in resumed.steps] == [row[:3] for row in whole.steps]  # step, loss, lr
 
 
 def test_two_learning_rates_and_the_step_drop():
@@ -210,15 +228,15 @@ def test_the_fused_optimizer_steps_like_the_plain_adamw():
         assert torch.allclose(a, b, rtol=1e-5, atol=1e-7), name
 
 
-def test_predict_keeps_integer_labels(tmp_path, monkeypatch):
+def test_detect_keeps_integer_labels(tmp_path, monkeypatch):
     monkeypatch.setenv("DETRLIB_HOME", str(tmp_path))
     from detrlib.data import build_dataset, build_loader
-    from detrlib.engine import predict
+    from detrlib.engine import detect
     from detrlib.model import PostProcess, build_model
 
     cfg = get_profile("smoke")
     val = build_dataset(cfg.data, "val")
-    predictions = predict(build_model(cfg.model).eval(), build_loader(val, 4, train=False), PostProcess(),
+    predictions = detect(build_model(cfg.model).eval(), build_loader(val, 4, train=False), PostProcess(),
                           torch.device("cpu"))
     assert len(predictions) == len(val)
     for image_id, pred in predictions.items():

@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from detrlib import engine
+from detrlib.bench import random_batch
 from detrlib.checkpoint import list_checkpoints, load_checkpoint, load_latest
 from detrlib.config import profile_settings
 from detrlib.criterion import build_criterion
@@ -15,35 +16,26 @@ CUDA = torch.device("cuda")
 
 
 def batches(n: int, cfg):
-    g = torch.Generator().manual_seed(0)
-    out = []
-    for _ in range(n):
-        images = torch.randn(2, 3, 64, 64, generator=g)
-        targets = [{"boxes": torch.tensor([[0.5, 0.5, 0.3, 0.4]]),
-                    "labels": torch.randint(0, cfg.model.num_classes, (1,), generator=g)} for _ in range(2)]
-        out.append(engine.to_device(images, torch.zeros(2, 64, 64, dtype=torch.bool), targets, CUDA))
-    return out
+    return [engine.to_device(*random_batch(2, 64, cfg.model.num_classes, objects=(1,), seed=i), CUDA) for i in range(n)]
 
 
-@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=["fp16+GradScaler", "bf16"])
-def test_a_mixed_precision_training_step_on_the_gpu(dtype):
-    if dtype == torch.bfloat16 and not torch.cuda.is_bf16_supported():
+@pytest.mark.parametrize("amp", ["fp16", "bf16"], ids=["fp16+GradScaler", "bf16"])
+def test_a_mixed_precision_training_step_on_the_gpu(amp):
+    if amp == "bf16" and not torch.cuda.is_bf16_supported():
         pytest.skip("this GPU has no bf16")
-    cfg = profile_settings("smoke")
+    cfg = profile_settings("smoke").replace(**{"train.amp": amp, "train.max_steps": 0})
     torch.manual_seed(0)
     model = build_model(cfg.model).to(CUDA)
     criterion = build_criterion(cfg).to(CUDA)
-    optimizer = engine.make_optimizer(model, cfg.train)
-    scheduler = engine.make_scheduler(optimizer, cfg.train, steps_per_epoch=8)
-    scaler = torch.amp.GradScaler("cuda") if dtype == torch.float16 else None
+    state = engine.new_train_state(model, cfg.train, steps_per_epoch=8)
+    assert (state.scaler is not None) == (amp == "fp16")
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    log = []
-    means, steps = engine.train_one_epoch(model, criterion, batches(8, cfg), optimizer, scheduler, CUDA, dtype=dtype,
-                                          scaler=scaler, progress=False, pass_targets=True, step_log=log)
-    assert steps + means["skipped"] == 8 and steps >= 4  # the scaler may skip a few overflowing fp16 steps
-    assert all(torch.isfinite(torch.tensor(row[1])) for row in log)
+    means = engine.train_one_epoch(state, criterion, batches(8, cfg), cfg.train, progress=False)
+    assert state.step + means["skipped"] == 8 and state.step >= 4  # the scaler may skip a few overflowing fp16 steps
+    assert all(torch.isfinite(torch.tensor(row[1])) for row in state.steps)
     assert any(not torch.equal(before[k], v) for k, v in model.state_dict().items())
     assert all(torch.isfinite(v).all() for v in model.state_dict().values() if v.is_floating_point())
+    dtype = engine.amp_dtype(amp, CUDA)
     with engine.autocast(CUDA, dtype):
         outputs = model(batches(1, cfg)[0][0])
     assert outputs["pred_logits"].dtype == dtype
@@ -58,7 +50,7 @@ def test_a_run_stopped_on_the_gpu_resumes_where_it_stopped(tmp_path, monkeypatch
         raise KeyboardInterrupt  # the session ends at the first evaluation
 
     with monkeypatch.context() as m:
-        m.setattr(engine, "evaluate", killed)
+        m.setattr(engine, "evaluate_model", killed)
         with pytest.raises(KeyboardInterrupt):
             engine.train(cfg, tmp_path / "stopped", progress=False)
     assert not load_latest(tmp_path / "stopped" / "checkpoints")["finished"]

@@ -16,7 +16,7 @@ from detrlib.cli import main
 from detrlib.config import colab_storage_warning, profile_settings
 from detrlib.data.toy import make_voc_like
 from detrlib.data.voc import VOC_CLASSES
-from detrlib.engine import read_metrics
+from detrlib.runfolder import read_metrics
 from detrlib.model import build_model
 from official import write_official_checkpoint
 
@@ -139,7 +139,7 @@ def test_a_resumed_run_counts_the_minutes_it_already_spent(tmp_path, monkeypatch
         raise KeyboardInterrupt  # the session ends during the first evaluation
 
     with monkeypatch.context() as m:
-        m.setattr(engine, "evaluate", killed)
+        m.setattr(engine, "evaluate_model", killed)
         with pytest.raises(KeyboardInterrupt):
             engine.train(cfg, out, progress=False)
     path = out / "checkpoints" / "ckpt-00000006.pt"

@@ -6,9 +6,10 @@ import torch
 from detrlib.checkpoint import load_trained
 from detrlib.config import get_profile
 from detrlib.data import build_dataset, build_loader
-from detrlib.engine import read_metrics, train
+from detrlib.engine import train
 from detrlib.model import build_model
 from detrlib.prune import finetune_config, pick_queries, prune, pruning_grid, query_usage, save_pruned
+from detrlib.runfolder import read_metrics
 
 
 def big_config():

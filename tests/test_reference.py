@@ -24,12 +24,12 @@ def test_reference_matches_the_quick_profile(monkeypatch):
 def test_reference_evaluation_is_reproducible(tmp_path, monkeypatch):
     monkeypatch.setenv("DETRLIB_HOME", str(tmp_path))
     from detrlib.data import build_dataset, build_loader
-    from detrlib.engine import evaluate
+    from detrlib.engine import evaluate_model
     from detrlib.model import PostProcess
 
     model, cfg, state = load_trained(reference_checkpoint("quick"))
     val = build_dataset(cfg.data, "val")
     loader = build_loader(val, cfg.train.batch_size, train=False)  # the batches training evaluated with
-    metrics = evaluate(model, val, loader, PostProcess(), torch.device("cpu"))
+    metrics = evaluate_model(model, val, loader, PostProcess(), torch.device("cpu"))
     assert metrics["AP50"] == pytest.approx(state["metrics"]["AP50"], abs=1e-6)
     assert metrics["AP"] == pytest.approx(state["metrics"]["AP"], abs=1e-6)

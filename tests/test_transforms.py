@@ -5,7 +5,7 @@ from torchvision import tv_tensors
 from torchvision.transforms import v2
 
 from detrlib.config import DataConfig
-from detrlib.data.batching import RepeatFactorSampler, class_repeat_rate, collate, repeat_factors
+from detrlib.data.batching import class_repeat_rate, collate, repeat_factors
 from detrlib.data.transforms import RandomSizeCrop, build_train_transforms, build_val_transforms, denormalize
 from detrlib.data.voc import VOCDataset
 from vocfiles import obj, write_voc
@@ -100,15 +100,3 @@ def test_repeat_factors_follow_lvis():
     assert repeat_factors([torch.tensor([], dtype=torch.long), torch.tensor([0])], 0.5).tolist() == [1, 1]
     rate = class_repeat_rate(labels, factors, 2)
     assert rate[1] > rate[0] >= 1
-
-
-def test_repeat_sampler_is_reproducible_and_its_length_exact():
-    factors = torch.tensor([1.0, 1.0, 2.5, 1.2])
-    a, b = RepeatFactorSampler(factors, seed=1), RepeatFactorSampler(factors, seed=1)
-    for _ in range(3):
-        n = len(a)
-        first, second = list(a), list(b)
-        assert first == second and len(first) == n
-        assert first.count(2) in (2, 3) and first.count(0) == 1
-    epochs = [list(a) for _ in range(200)]
-    assert sum(e.count(2) for e in epochs) / 200 == pytest.approx(2.5, abs=0.15)

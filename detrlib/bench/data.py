@@ -50,7 +50,7 @@ class VOCDetectionTarget:
         return image.as_subclass(torch.Tensor), target
 
 
-def seconds_per_image(loader) -> float:
+def loading_seconds_per_image(loader) -> float:
     start, seen = time.perf_counter(), 0
     for images, _, _ in loader:
         seen += len(images)
@@ -90,7 +90,7 @@ def run(args: argparse.Namespace) -> list[dict]:
         best = {name: float("inf") for name in loaders}
         for _ in range(args.passes):  # alternate, so that a busy moment of the machine hits both
             for name, loader in loaders.items():
-                best[name] = min(best[name], seconds_per_image(loader))
+                best[name] = min(best[name], loading_seconds_per_image(loader))
         speeds = {name: 1 / s for name, s in best.items()}
         for name in loaders:
             rows.append({"what": f"{name}, {args.workers} workers, {args.profile} train transforms",

@@ -22,8 +22,9 @@ from pathlib import Path
 
 import torch
 
-from detrlib.bench import benchmark
-from detrlib.bench.infer import seconds_per_image
+from detrlib.bench import benchmark, random_batch
+from detrlib.bench.infer import inference_seconds_per_image
+from detrlib.config import device_name, machine
 
 
 def configurations(gpu) -> dict:
@@ -66,8 +67,6 @@ def results_tables(folder: str | Path | None = None) -> str:
 def write_results(rows: list[dict], out: str | Path, command: str) -> Path:
     """Write ``rows`` with the machine, GPU, date and command as JSON (to a temporary file, then
     renamed)."""
-    from detrlib.config import machine
-
     info = machine()
     result = {"gpu": info.get("gpu", "none"), "date": datetime.date.today().isoformat(), "command": command,
               "machine": info, "rows": rows}
@@ -79,44 +78,24 @@ def write_results(rows: list[dict], out: str | Path, command: str) -> Path:
     return out
 
 
-def random_batch(batch: int, size: int, num_classes: int, device: torch.device, objects: int = 5):
-    """One training batch ``(images, mask, targets)`` of random pixels and random boxes."""
-    g = torch.Generator().manual_seed(0)
-    images = torch.randn(batch, 3, size, size, generator=g)
-    mask = torch.zeros(batch, size, size, dtype=torch.bool)
-    targets = []
-    for _ in range(batch):
-        wh = 0.05 + 0.4 * torch.rand(objects, 2, generator=g)
-        cxcy = wh / 2 + (1 - wh) * torch.rand(objects, 2, generator=g)
-        targets.append({"boxes": torch.cat([cxcy, wh], 1), "labels": torch.randint(0, num_classes, (objects,), generator=g)})
-    from detrlib.engine import to_device
-
-    return to_device(images, mask, targets, device)
-
-
-def training_speed(cfg, device: torch.device, dtype: torch.dtype | None, size: int, batch: int,
-                   steps: int = 20, warmup: int = 5) -> dict:
+def training_speed(cfg, device: torch.device, size: int, batch: int, steps: int = 20, warmup: int = 5) -> dict:
     """Steps per second (median step after ``warmup`` steps), peak memory and the last loss of the
-    engine's training step for ``cfg`` (a :class:`~detrlib.config.Config`) under ``dtype``."""
+    engine's training step for ``cfg`` (a :class:`~detrlib.config.Config`, its ``train.amp``
+    choosing the precision)."""
     from detrlib.criterion import build_criterion
-    from detrlib.engine import make_optimizer, make_scheduler, train_one_epoch
+    from detrlib.engine import new_train_state, to_device, train_one_epoch
     from detrlib.memory import peak_memory_mb, reset_peak_memory
     from detrlib.model import build_model
 
     torch.manual_seed(0)
     model = build_model(cfg.model).to(device)
     criterion = build_criterion(cfg).to(device)
-    optimizer = make_optimizer(model, cfg.train)
-    scheduler = make_scheduler(optimizer, cfg.train, steps_per_epoch=warmup + steps)
-    scaler = torch.amp.GradScaler(device.type) if dtype == torch.float16 else None
-    data = [random_batch(batch, size, cfg.model.num_classes, device)] * (warmup + steps)
-    log = []
+    state = new_train_state(model, cfg.train, steps_per_epoch=warmup + steps)
+    data = [to_device(*random_batch(batch, size, cfg.model.num_classes), device)] * (warmup + steps)
     reset_peak_memory(device)
-    train_one_epoch(model, criterion, data, optimizer, scheduler, device, dtype=dtype, scaler=scaler,
-                    clip_max_norm=cfg.train.clip_max_norm, progress=False, step_log=log,
-                    pass_targets=cfg.model.dn_groups > 0)
-    seconds = statistics.median(row[3] for row in log[warmup:])
-    return {"steps/s": 1 / seconds, "peak MiB": peak_memory_mb(device), "loss": log[-1][1], "model": model}
+    train_one_epoch(state, criterion, data, cfg.train, progress=False)
+    seconds = statistics.median(row[3] for row in state.steps[warmup:])
+    return {"steps/s": 1 / seconds, "peak MiB": peak_memory_mb(device), "loss": state.steps[-1][1], "model": model}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -161,22 +140,23 @@ def measure(args: argparse.Namespace) -> list[dict]:
     cfg = profile_settings("gpu")
     batch = args.batch or cfg.train.batch_size
     amp = amp_dtype("auto", device)
-    precisions = {"fp32": None, f"amp {str(amp).removeprefix('torch.')}"
-                  + (" + GradScaler" if amp == torch.float16 else ""): amp}
-    print(f"{torch.cuda.get_device_name(device)}, torch {torch.__version__}: training batch {batch} at {args.size}², "
+    precisions = {"fp32": "off", f"amp {str(amp).removeprefix('torch.')}"
+                  + (" + GradScaler" if amp == torch.float16 else ""): "auto"}
+    print(f"{device_name(device)}, torch {torch.__version__}: training batch {batch} at {args.size}², "
           f"median of {args.steps} steps after {args.warmup}; inference median of {args.repeats} calls")
     start, rows = time.perf_counter(), []
     for name, run_cfg in configurations(cfg).items():
         base = None
-        for label, dtype in precisions.items():
-            result = training_speed(run_cfg, device, dtype, args.size, batch, args.steps, args.warmup)
+        for label, precision in precisions.items():
+            result = training_speed(run_cfg.replace(**{"train.amp": precision}), device, args.size, batch,
+                                    args.steps, args.warmup)
             base = base or result["steps/s"]
             row = {"config": name, "profile": "gpu" if run_cfg is cfg else "", "precision": label,
                    "train steps/s": result["steps/s"],
                    "vs fp32": result["steps/s"] / base, "peak MiB": result["peak MiB"], "loss": result["loss"]}
             for b in (1, 8):
-                row[f"infer s/img b{b}"] = seconds_per_image(result["model"], args.size, b, dtype, device,
-                                                             args.repeats, args.warmup)
+                row[f"infer s/img b{b}"] = inference_seconds_per_image(
+                    result["model"], args.size, b, amp_dtype(precision, device), device, args.repeats, args.warmup)
             rows.append(row)
             del result
             torch.cuda.empty_cache()

@@ -50,7 +50,7 @@ def inference_job(model, size: int, batch: int = 1, dtype: torch.dtype | None = 
     return call
 
 
-def seconds_per_image(model, size: int, batch: int = 1, dtype: torch.dtype | None = None,
+def inference_seconds_per_image(model, size: int, batch: int = 1, dtype: torch.dtype | None = None,
                       device: torch.device | None = None, repeats: int = 20, warmup: int = 3) -> float:
     """Median inference seconds per image of ``model`` (see :func:`inference_job`) over ``repeats``
     calls after ``warmup`` untimed ones; on a GPU timed with CUDA events."""

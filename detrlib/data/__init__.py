@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 
 from detrlib.config import Config, DataConfig, workdir
-from detrlib.data.batching import RepeatFactorSampler, collate, repeat_factors, training_labels
+from detrlib.data.batching import SeededItems, collate, epoch_batches, repeat_factors, training_labels
 from detrlib.data.download import archives_for, download_voc
 from detrlib.data.longtail import longtail_sets
 from detrlib.data.toy import TOY_CLASSES, ToySpec, ensure_toy_voc
@@ -81,14 +81,21 @@ def build_dataset(cfg: DataConfig, split: str) -> VOCDataset:
 
 
 def build_loader(dataset: VOCDataset, batch_size: int, train: bool, num_workers: int = 0,
-                 repeat_factor_t: float = 0.0, seed: int = 0) -> torch.utils.data.DataLoader:
-    """Batches of :func:`collate`. Training shuffles (reproducibly from ``seed``), or draws with
-    LVIS repeat factors when ``repeat_factor_t > 0``, and drops the last incomplete batch."""
-    sampler = None
-    if train and repeat_factor_t > 0:
-        sampler = RepeatFactorSampler(repeat_factors(training_labels(dataset), repeat_factor_t), seed=seed)
-    return torch.utils.data.DataLoader(
-        dataset, batch_size=batch_size, shuffle=train and sampler is None, sampler=sampler,
-        collate_fn=collate, num_workers=num_workers, drop_last=train, persistent_workers=num_workers > 0,
-        generator=torch.Generator().manual_seed(seed) if train else None,
-    )
+                 repeat_factor_t: float = 0.0, seed: int = 0, epoch: int = 0, start: int = 0, rank: int = 0,
+                 world: int = 1) -> torch.utils.data.DataLoader:
+    """Batches of :func:`collate`: what :func:`detrlib.engine.train` trains on, and every other user.
+
+    Training serves epoch ``epoch`` of :func:`~detrlib.data.batching.epoch_batches`: shuffled from
+    ``seed``, drawn with LVIS repeat factors when ``repeat_factor_t > 0``, the last incomplete batch
+    dropped, this process's share of each global batch under DDP (``rank`` of ``world``), from
+    batch ``start`` on (a resumed run). Each image's random augmentation is seeded by its place in
+    the epoch (:class:`~detrlib.data.batching.SeededItems`), so batches do not depend on the workers.
+    Validation keeps the dataset's order."""
+    if not train:
+        return torch.utils.data.DataLoader(dataset, batch_size=batch_size, collate_fn=collate, num_workers=num_workers,
+                                           persistent_workers=num_workers > 0)
+    factors = repeat_factors(training_labels(dataset), repeat_factor_t) if repeat_factor_t > 0 else None
+    batches = epoch_batches(len(dataset), batch_size, seed, epoch, rank, world, factors)
+    return torch.utils.data.DataLoader(  # its own generator: starting it must not draw from the global RNG
+        SeededItems(dataset), batch_sampler=batches[start:], collate_fn=collate, num_workers=num_workers,
+        generator=torch.Generator().manual_seed(seed + epoch))

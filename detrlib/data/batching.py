@@ -73,30 +73,6 @@ def epoch_order(n: int, seed: int, epoch: int, factors=None) -> torch.Tensor:
     return indices[torch.randperm(len(indices), generator=g)]
 
 
-class RepeatFactorSampler(torch.utils.data.Sampler):
-    """Each epoch, image ``i`` appears ``floor(r_i)`` times plus once more with probability
-    ``frac(r_i)`` (stochastic rounding), in a shuffled order; reproducible from ``seed``.
-
-    ``len()`` is the size of the coming epoch, so a DataLoader's length is exact.
-    """
-
-    def __init__(self, factors: torch.Tensor, seed: int = 0):
-        self.factors = torch.as_tensor(factors, dtype=torch.float64)
-        self.seed = seed
-        self.epoch = 0
-
-    def __len__(self) -> int:
-        return len(epoch_order(len(self.factors), self.seed, self.epoch, self.factors))
-
-    def __iter__(self):
-        indices = epoch_order(len(self.factors), self.seed, self.epoch, self.factors)
-        self.epoch += 1
-        return iter(indices.tolist())
-
-    def expected_length(self) -> float:
-        return float(self.factors.sum())
-
-
 def epoch_batches(n: int, batch_size: int, seed: int, epoch: int, rank: int = 0, world: int = 1,
                   factors=None) -> list[list[tuple[int, int]]]:
     """This process's batches of ``(index, item seed)`` for one epoch of :func:`epoch_order`.

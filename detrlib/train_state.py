@@ -1,0 +1,113 @@
+"""Everything a training run needs to continue as if it had never stopped: :class:`TrainState`."""
+from __future__ import annotations
+
+import random
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch import nn
+
+from detrlib.config import TrainConfig
+from detrlib.runfolder import STEP_COLUMNS
+
+
+def rng_state() -> dict:
+    """Every random number generator a training step touches, as plain tensors and lists."""
+    version, mt, gauss = random.getstate()
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    state = {
+        "python": [version, list(mt), gauss],
+        "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, cached],
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    version, mt, gauss = state["python"]
+    random.setstate((version, tuple(mt), gauss))
+    kind, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+@dataclass(eq=False)
+class TrainState:
+    """A run's model, optimizer, learning-rate schedule and fp16 gradient scaler, and where it is.
+
+    ``epoch`` epochs done, ``batch`` batches of the current one, ``step`` optimizer steps;
+    ``history`` holds one dict per evaluation, ``steps`` a ``[step, loss, lr, seconds]`` row per
+    optimizer step, ``totals`` the running sums of the epoch so far (so that an epoch resumed midway
+    still averages all its steps), ``matched`` the last matching of the instability probe.
+    ``train_time`` counts the seconds spent in training epochs, :meth:`elapsed` the wall clock over
+    every session. ``net`` is what training calls: the model itself, or its DDP wrapper.
+    """
+
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    scaler: torch.amp.GradScaler | None = None
+    net: nn.Module | None = None
+    epoch: int = 0
+    batch: int = 0
+    step: int = 0
+    history: list = field(default_factory=list)
+    steps: list = field(default_factory=list)
+    totals: dict = field(default_factory=dict)
+    matched: torch.Tensor | None = None
+    train_time: float = 0.0
+    wall_time: float = 0.0  # seconds of the earlier sessions
+    finished: bool = False
+
+    def __post_init__(self):
+        self.net = self.model if self.net is None else self.net
+        self.start_clock()
+
+    def start_clock(self) -> None:
+        """Count this session's wall clock from now (setting a session up is not training)."""
+        self._session_start = time.perf_counter()
+
+    def elapsed(self) -> float:
+        """Seconds of wall clock over every session."""
+        return self.wall_time + time.perf_counter() - self._session_start
+
+    def stop_reason(self, cfg: TrainConfig) -> str:
+        """What ends the run now (``max_steps``, ``max_minutes`` or ``epochs``), or ``""``."""
+        if cfg.max_steps and self.step >= cfg.max_steps:
+            return "max_steps"
+        if cfg.max_minutes and self.elapsed() >= cfg.max_minutes * 60:
+            return "max_minutes"
+        return "epochs" if self.epoch >= cfg.epochs else ""
+
+    def state_dict(self) -> dict:
+        return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict() if self.scaler else None,
+                "rng": rng_state(), "epoch": self.epoch, "batch": self.batch, "step": self.step,
+                "history": self.history, "train_time": self.train_time, "wall_time": self.elapsed(),
+                "finished": self.finished, "epoch_totals": self.totals,
+                "matched": self.matched.tolist() if self.matched is not None else None,
+                "steps": torch.tensor(self.steps, dtype=torch.float64).reshape(-1, len(STEP_COLUMNS))}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Continue from ``state`` (:meth:`state_dict`'s, as a checkpoint stores it), random
+        number generators included."""
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        if self.scaler and state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])
+        set_rng_state(state["rng"])
+        self.epoch, self.batch, self.step = state["epoch"], state["batch"], state["step"]
+        self.history, self.train_time = state["history"], state["train_time"]
+        self.wall_time = state.get("wall_time", self.train_time)
+        self.matched = torch.tensor(state["matched"]) if state.get("matched") is not None else None
+        self.steps = state["steps"].tolist() if "steps" in state else []
+        self.totals = state.get("epoch_totals") or {}
+        self.finished = bool(state.get("finished"))
+        self.start_clock()
