@@ -13,7 +13,8 @@ export PYTHONPATH := $(CURDIR)$(if $(PYTHONPATH),:$(PYTHONPATH))
 help:
 	@echo "make test   unit tests + every notebook under nbval (smoke profile) + the book build and browser checks"
 	@echo "make book   execute every chapter in the quick profile (cached) and build the site into _build/html"
-	@echo "make sync   re-pair notebooks/*.ipynb with their MyST twins in book/ (jupytext) and strip outputs"
+	@echo "make sync   re-pair notebooks/*.ipynb with their MyST twins in book/ (jupytext) and strip outputs;"
+	@echo "            copy _config.yml's repository url and branch into the badges, install cells and detrlib"
 
 $(STAMP): requirements.txt pyproject.toml scripts/bootstrap.sh
 	@PYTHON=$(PYTHON) VENV=$(VENV) bash scripts/bootstrap.sh
@@ -33,13 +34,17 @@ unit: $(STAMP)
 notebooks: $(STAMP)
 	DETRLIB_PROFILE=smoke $(PY) -m pytest notebooks --nbval-lax --nbval-current-env -p no:cacheprovider
 
+# The chapters' runs live in _build/runs; both they and the execution cache are forgotten when detrlib's code changes.
 book: $(STAMP)
-	DETRLIB_PROFILE=quick DETRLIB_STATIC_WIDGETS=1 $(VENV)/bin/jupyter-book build . -W -n --keep-going
+	@$(PY) scripts/book_cache.py _build
+	DETRLIB_PROFILE=quick DETRLIB_STATIC_WIDGETS=1 DETRLIB_RUNS=$(CURDIR)/_build/runs \
+		$(VENV)/bin/jupyter-book build . -W -n --keep-going
 	@echo "The book is in $(CURDIR)/_build/html/index.html"
 
 book-clean:
 	rm -rf _build
 
 sync: $(STAMP)
+	$(PY) scripts/sync_repository.py
 	$(VENV)/bin/jupytext --sync notebooks/*.ipynb
 	$(PY) scripts/clean_notebooks.py notebooks/*.ipynb

@@ -49,7 +49,7 @@ class LoadReport:
     def __str__(self) -> str:
         lines = [f"{self.source}: {len(self.loaded)} loaded, {len(self.sliced)} sliced, "
                  f"{len(self.dropped)} dropped, {len(self.new)} new"]
-        lines += [f"  sliced   {n}  {list(a)} -> {list(b)}" for n, a, b in self.sliced]
+        lines += [f"  sliced   {n}  {list(a)} -> {list(b)}{_slice_note(n, a, b)}" for n, a, b in self.sliced]
         for kind, items in (("dropped", self.dropped), ("new", self.new)):
             by_reason: dict[str, list[str]] = {}
             for name, reason in items:
@@ -58,6 +58,14 @@ class LoadReport:
                 what = names[0] if len(names) == 1 else f"{len(names)} tensors ({names[0]}, ...)"
                 lines.append(f"  {kind:8} {what}: {reason}")
         return "\n".join(lines)
+
+
+def _slice_note(name: str, before: tuple, after: tuple) -> str:
+    if name.startswith("class_embed."):
+        return ": the rows of the model's classes, and no-object's"
+    if name == "query_embed.weight":
+        return f": the first {after[0]} queries kept, queries {after[0]}-{before[0] - 1} dropped"
+    return ""
 
 
 def fetch(url: str) -> Path:
@@ -98,14 +106,24 @@ def read_state_dict(path_or_url: str | Path) -> tuple[dict, str]:
     return sd, path.name
 
 
-def load_official_checkpoint(model: nn.Module, path_or_url: str | Path) -> LoadReport:
+def load_official_checkpoint(model: nn.Module, path_or_url: str | Path, class_rows=None) -> LoadReport:
     """Load official DETR weights into ``model`` (a :class:`~detrlib.model.DETR`) and report how.
 
+    ``class_rows`` (one checkpoint class index per model class, e.g.
+    :data:`detrlib.data.voc.VOC_IN_COCO`) keeps those rows of the class head, and its no-object row,
+    instead of replacing the head: the COCO model then detects VOC's classes without training.
     Raises ``ValueError`` naming every tensor that fits no rule (another architecture, another
     width, a bigger target than the checkpoint).
     """
     src, name = read_state_dict(path_or_url)
-    return fit_state_dict(model, src, name)
+    if class_rows is None:
+        return fit_state_dict(model, src, name)
+    rows, heads = list(class_rows) + [-1], ("class_embed.weight", "class_embed.bias")  # no-object is the last logit
+    report = fit_state_dict(model, {**src, **{k: src[k][rows] for k in heads}}, name)
+    for key in heads:
+        report.loaded.remove(key)
+        report.sliced.append((key, tuple(src[key].shape), tuple(model.state_dict()[key].shape)))
+    return report
 
 
 def fit_state_dict(model: nn.Module, src: dict, name: str) -> LoadReport:
@@ -149,9 +167,10 @@ def fit_state_dict(model: nn.Module, src: dict, name: str) -> LoadReport:
             report.new.append((key, "BatchNorm counter, starts at zero"))
         elif key.startswith(_OFFICIAL_MODULES):
             problems.append(f"{key}: in the model, not in the checkpoint")
+        elif key.startswith("denoiser."):
+            report.new.append((key, "denoising queries (chapter 5), not part of DETR: fresh initialisation"))
         else:
-            report.new.append((key, "not in the checkpoint (learned positions, denoising, ...), "
-                                    "fresh initialisation"))
+            report.new.append((key, "not in the checkpoint (learned positions, ...), fresh initialisation"))
         merged[key] = value
     if problems:
         raise ValueError(f"{name} does not fit this model ({len(problems)} tensors):\n  "

@@ -76,13 +76,14 @@ def _download(args: argparse.Namespace) -> int:
 
 
 def _config_from_args(args: argparse.Namespace):
-    from detrlib.config import get_profile
+    from detrlib.config import get_profile, profile_settings
 
-    cfg = get_profile(args.profile)
+    cfg = profile_settings(args.profile) if args.profile else get_profile()  # a flag wins over DETRLIB_PROFILE
     changes = {
         "data.root": args.data, "data.train_sets": args.train_sets and tuple(args.train_sets),
         "data.val_sets": args.val_sets and tuple(args.val_sets), "train.epochs": args.epochs,
-        "train.max_steps": args.max_steps, "train.batch_size": args.batch_size, "train.lr": args.lr,
+        "train.max_steps": args.max_steps, "train.max_minutes": args.max_minutes,
+        "train.batch_size": args.batch_size, "train.lr": args.lr,
         "train.amp": args.amp, "train.seed": args.seed, "train.init_checkpoint": args.init_checkpoint,
         "train.checkpoint_every": args.checkpoint_every, "model.dn_groups": args.dn_groups,
         "model.dec_layers": args.dec_layers, "model.num_queries": args.num_queries,
@@ -113,9 +114,11 @@ def _train(args: argparse.Namespace) -> int:
     import torch
 
     from detrlib.checkpoint import list_checkpoints
+    from detrlib.config import check_device
     from detrlib.engine import read_metrics, run_dir, train
 
     cfg = _config_from_args(args)
+    check_device(cfg)
     out = run_dir(cfg) if args.out is None else Path(args.out)
     if list_checkpoints(out / "checkpoints") and not args.resume:
         print(f"python -m detrlib train: {out} already holds checkpoints: pass --resume to continue that run, "
@@ -150,6 +153,8 @@ def _eval(args: argparse.Namespace) -> int:
         cfg = cfg.replace(**{"data.root": args.data, "data.val_sets": tuple(args.split or ("VOC2007:test",))})
     elif args.split:
         cfg = cfg.replace(**{"data.val_sets": tuple(args.split)})
+    if args.voc07 or args.split or args.all_images:  # the VOC protocol, and named sets, are whole sets
+        cfg = cfg.replace(**{"data.val_subset": 0})
     device = pick_device(args.device)
     dataset = build_dataset(cfg.data, "val")
     loader = build_loader(dataset, cfg.train.batch_size, train=False, num_workers=cfg.data.num_workers)
@@ -239,9 +244,9 @@ def _prune(args: argparse.Namespace) -> int:
 def _ablate(args: argparse.Namespace) -> int:
     from detrlib.ablation import ablate, table
     from detrlib.bench import format_table
-    from detrlib.config import get_profile
+    from detrlib.config import get_profile, profile_settings
 
-    cfg = get_profile(args.profile)
+    cfg = profile_settings(args.profile) if args.profile else get_profile()
     result = ablate(cfg, args.seeds, args.out, repeats=args.repeats, rfs_threshold=args.rfs_threshold,
                     progress=args.progress, note=args.note)
     where = f"{cfg.profile} profile, seeds {args.seeds}, {result['machine']['cpu']}"
@@ -261,6 +266,8 @@ def _class_names(cfg) -> list[str]:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from detrlib.config import PROFILES
+
     parser = argparse.ArgumentParser(prog="python -m detrlib", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True, metavar="command")
 
@@ -299,8 +306,9 @@ def build_parser() -> argparse.ArgumentParser:
         "train", help="train DETR; writes checkpoints and metrics.jsonl into a run folder",
         description="Train DETR in a profile's settings, changed by the options below. The run folder "
                     "holds config.json, metrics.jsonl (one JSON object per evaluation) and checkpoints/.")
-    train.add_argument("--profile", choices=["smoke", "quick", "full"],
-                       help="settings to start from (default: full on a CUDA GPU, quick otherwise)")
+    train.add_argument("--profile", choices=PROFILES,
+                       help="settings to start from (default: gpu on a CUDA GPU, quick otherwise; full is the "
+                            "reference project's whole recipe)")
     train.add_argument("--data", help="a VOC-format folder (holding VOCdevkit/) instead of the profile's data")
     train.add_argument("--train-sets", nargs="+", metavar="YEAR:SPLIT", help="e.g. VOC2007:trainval VOC2012:trainval")
     train.add_argument("--val-sets", nargs="+", metavar="YEAR:SPLIT", help="e.g. VOC2007:test")
@@ -309,6 +317,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="continue the run in --out from its newest readable checkpoint")
     train.add_argument("--epochs", type=int)
     train.add_argument("--max-steps", type=int, help="stop after this many optimizer steps")
+    train.add_argument("--max-minutes", type=float,
+                       help="stop cleanly (evaluation, checkpoint) after this many minutes, resumed sessions included")
     train.add_argument("--batch-size", type=int)
     train.add_argument("--lr", type=float, help="transformer learning rate")
     train.add_argument("--amp", choices=["off", "auto", "bf16", "fp16"], help="mixed precision")
@@ -327,7 +337,9 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--data", help="a VOC-format folder instead of the run's own data")
     evaluate.add_argument("--split", nargs="+", metavar="YEAR:SPLIT", help="sets to evaluate on")
     evaluate.add_argument("--json", action="store_true", help="print the metrics as one JSON object")
-    evaluate.add_argument("--voc07", action="store_true", help="also VOC2007's 11-point AP")
+    evaluate.add_argument("--voc07", action="store_true", help="also VOC2007's 11-point AP (on every image of the sets)")
+    evaluate.add_argument("--all-images", action="store_true",
+                          help="every image of the run's validation sets, not the fixed subset its evaluations used")
     evaluate.add_argument("--save-results", metavar="FILE", help="write predictions as COCO results JSON")
     evaluate.add_argument("--device", default="auto")
     evaluate.set_defaults(func=_eval)
@@ -363,8 +375,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "repeat-factor sampling, the class-balanced loss and the focal loss. Finished runs are "
                     "reused. Prints the tables and writes every number, with the machine, date and "
                     "command, as JSON. Takes an hour or more in the quick profile on a CPU.")
-    ablation.add_argument("--profile", choices=["smoke", "quick", "full"],
-                          help="settings to start from (default: full on a CUDA GPU, quick otherwise)")
+    ablation.add_argument("--profile", choices=PROFILES,
+                          help="settings to start from (default: gpu on a CUDA GPU, quick otherwise)")
     ablation.add_argument("--seeds", type=int, nargs="+", default=[0, 1], help="training seeds (default 0 1)")
     ablation.add_argument("--out", help="JSON file to write the results to")
     ablation.add_argument("--repeats", type=int, default=20, help="timed inference calls per variant (default 20)")
@@ -388,7 +400,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
     args = build_parser().parse_args(argv)
+    args.argv = argv  # the command line, for the results files that record it
     from detrlib.data.download import DownloadError
     from detrlib.data.voc import DataError
 

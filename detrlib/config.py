@@ -1,10 +1,13 @@
-"""Every knob in one place: data, model and training settings, and the three profiles.
+"""Every knob in one place: data, model and training settings, and the four profiles.
 
 - ``smoke``: every code path runs in seconds (unit tests, nbval in CI).
 - ``quick``: real learning on a laptop CPU in minutes, on the generated toy VOC.
-- ``full``: the real recipe on a GPU (Colab), on PASCAL VOC from the COCO checkpoint.
+- ``gpu``: a chapter on a Colab GPU: the reference project's model, fine-tuned from the COCO
+  checkpoint on VOC 2007, each run bounded to about a quarter of an hour.
+- ``full``: the reference project's whole recipe on VOC 07+12: many GPU hours, one resumable command.
 
-A chapter picks its profile in its ``parameters`` cell; ``DETRLIB_PROFILE`` overrides it.
+A chapter picks ``gpu`` on a CUDA GPU and ``quick`` otherwise in its ``parameters`` cell;
+``DETRLIB_PROFILE`` overrides it.
 """
 from __future__ import annotations
 
@@ -12,10 +15,12 @@ import dataclasses
 import hashlib
 import json
 import os
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-PROFILES = ("smoke", "quick", "full")
+PROFILES = ("smoke", "quick", "gpu", "full")
+GPU_PROFILES = ("gpu", "full")  # the profiles that train DETR-R50 and need a CUDA GPU
 REPOSITORY = "https://github.com/detrlib/detr-book"  # as in _config.yml (a test keeps them equal)
 BRANCH = "main"
 
@@ -42,6 +47,7 @@ class DataConfig:
     train_scales: tuple[int, ...] = (480, 512, 544, 576, 608, 640, 672, 704, 736, 768, 800)
     max_size: int = 1333
     val_size: int = 800
+    val_subset: int = 0  # evaluate on a fixed random subset of this many validation images; 0: all
     random_crop: bool = True
     keep_difficult: bool = False
     longtail: str = ""  # imbalance profile of the "modified VOC" (exp50, step10, ...); "" keeps every image
@@ -83,6 +89,7 @@ class TrainConfig:
 
     epochs: int = 50
     max_steps: int = 0  # stop after this many optimizer steps; 0 means run every epoch
+    max_minutes: float = 0  # stop cleanly after this many minutes of wall clock, resumed sessions included; 0: no cap
     batch_size: int = 4
     grad_accum_steps: int = 1
     lr: float = 1e-4
@@ -166,18 +173,35 @@ class Config:
 
 
 def _full() -> Config:
-    """The seed project's recipe: DETR-R50 with 6 encoder and 4 decoder layers and 50 queries,
+    """The reference project's recipe: DETR-R50 with 6 encoder and 4 decoder layers and 50 queries,
     fine-tuned from the official COCO checkpoint on the long-tailed VOC 07+12 with denoising (5
-    groups) and mixed precision."""
+    groups) and mixed precision, for 50 epochs."""
     return Config(
         profile="full",
         data=DataConfig(root="voc", download=True, longtail="exp50"),
         model=ModelConfig(num_classes=20, dec_layers=4, num_queries=50, dn_groups=5),
         train=TrainConfig(
-            epochs=50, lr_drop=40, batch_size=4, amp="auto",
+            epochs=50, lr_drop=40, batch_size=4, amp="auto", checkpoint_every=500,
             init_checkpoint="https://dl.fbaipublicfiles.com/detr/detr-r50-e632da11.pth",
         ),
     )
+
+
+GPU_STEPS = 1200  # about 12 minutes of training on a T4 (an estimate: detrlib.budget), plus evaluations
+
+
+def _gpu() -> Config:
+    """The full profile's model and start, at the size of one Colab session: VOC 2007 trainval
+    only (long-tailed), images resized to 480-640 pixels (DETR: 480-800), a fixed 500-image subset
+    of VOC 2007 test for the evaluations, and a cosine schedule over a budget of optimizer steps
+    that a T4 trains in about 12 minutes. ``max_minutes`` stops a slower GPU cleanly."""
+    return _full().replace(**{
+        "profile": "gpu",
+        "data.train_sets": ("VOC2007:trainval",), "data.val_sets": ("VOC2007:test",), "data.val_subset": 500,
+        "data.train_scales": (480, 512, 544, 576, 608, 640), "data.max_size": 1000, "data.val_size": 640,
+        "train.max_steps": GPU_STEPS, "train.max_minutes": 20.0, "train.lr_schedule": "cosine",
+        "train.warmup_steps": 100, "train.checkpoint_every": 500,
+    })
 
 
 def _quick() -> Config:
@@ -216,7 +240,7 @@ def _smoke() -> Config:
     })
 
 
-_BUILDERS = {"smoke": _smoke, "quick": _quick, "full": _full}
+_BUILDERS = {"smoke": _smoke, "quick": _quick, "gpu": _gpu, "full": _full}
 
 
 def has_cuda() -> bool:
@@ -226,12 +250,21 @@ def has_cuda() -> bool:
 
 
 def resolve_profile(name: str | None = None) -> str:
-    """``DETRLIB_PROFILE`` if set, else ``name``, else ``full`` on a CUDA GPU and ``quick`` otherwise."""
-    chosen = os.environ.get("DETRLIB_PROFILE") or name or ("full" if has_cuda() else "quick")
+    """``DETRLIB_PROFILE`` if set, else ``name``, else ``gpu`` on a CUDA GPU and ``quick`` otherwise."""
+    chosen = os.environ.get("DETRLIB_PROFILE") or name or ("gpu" if has_cuda() else "quick")
     if chosen not in PROFILES:
         raise ValueError(f"unknown profile {chosen!r}: choose one of {', '.join(PROFILES)} "
                          "(check the DETRLIB_PROFILE environment variable)")
     return chosen
+
+
+def check_device(cfg: Config) -> None:
+    """Refuse a GPU profile (DETR-R50) on a machine without CUDA, unless ``train.device`` asks for
+    the CPU by name."""
+    if cfg.profile in GPU_PROFILES and cfg.train.device == "auto" and not has_cuda():
+        raise ValueError(f"the {cfg.profile} profile trains DETR-R50 and needs a CUDA GPU, and none is visible: "
+                         "use the quick profile on a CPU (--profile quick; in a chapter, PROFILE = \"quick\"), "
+                         "or set train.device=cpu to run it on the CPU anyway (days, not minutes)")
 
 
 def get_profile(name: str | None = None) -> Config:
@@ -290,6 +323,16 @@ def runs_dir() -> Path:
         path = workdir() / "runs"
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+def colab_storage_warning(out: str | Path) -> str:
+    """On Colab, a warning when a run folder lies on the VM's own disk, which a disconnect erases;
+    empty elsewhere, and for folders on the mounted Google Drive."""
+    if "google.colab" not in sys.modules or Path(out).resolve().is_relative_to("/content/drive"):
+        return ""
+    return (f"warning: this run goes to {out}, on the Colab VM's own disk, which a disconnect erases. "
+            "Mount Google Drive first (from google.colab import drive; drive.mount('/content/drive')): "
+            "runs then go to /content/drive/MyDrive/detrlib/runs, and an interrupted run resumes there")
 
 
 def pick_device(name: str = "auto"):

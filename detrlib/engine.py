@@ -8,6 +8,7 @@ import os
 import random
 import re
 import time
+import warnings
 from collections import defaultdict
 from contextlib import nullcontext
 from pathlib import Path
@@ -128,10 +129,13 @@ def logged_values(loss, loss_dict: dict) -> dict[str, float]:
 
 def train_one_epoch(model, criterion, loader, optimizer, scheduler, device, *, dtype=None, scaler=None,
                     clip_max_norm: float = 0.1, grad_accum_steps: int = 1, step: int = 0,
-                    max_steps: int = 0, on_step=None, progress: bool = True, desc: str = "train",
-                    pass_targets: bool = False, step_log: list | None = None) -> tuple[dict, int]:
+                    max_steps: int = 0, deadline: float = 0.0, on_step=None, progress: bool = True,
+                    desc: str = "train", pass_targets: bool = False,
+                    step_log: list | None = None) -> tuple[dict, int]:
     """One pass over ``loader``. Returns (mean of each logged loss term, optimizer steps so far).
 
+    The pass ends early after ``max_steps`` optimizer steps in all, or at the first optimizer step
+    that ends after ``deadline`` (a ``time.perf_counter()`` value; 0: none).
     ``pass_targets`` hands the targets to the model too, which denoising training needs.
     ``step_log``, a list, gets ``[step, loss, lr, seconds]`` for every optimizer step, the seconds
     since the previous step (data loading included): the curves of chapter 7.
@@ -169,12 +173,14 @@ def train_one_epoch(model, criterion, loader, optimizer, scheduler, device, *, d
         if clip_max_norm > 0:
             nn.utils.clip_grad_norm_(model.parameters(), clip_max_norm)
         if scaler:
-            scaler.step(optimizer)
+            scaler.step(optimizer)  # skips the update when fp16 gradients overflowed, and lowers its scale
             scaler.update()
         else:
             optimizer.step()
         optimizer.zero_grad(set_to_none=True)
-        scheduler.step()
+        with warnings.catch_warnings():  # after a skipped fp16 update torch warns that the schedule ran first
+            warnings.filterwarnings("ignore", message=r"Detected call of `lr_scheduler\.step\(\)`")
+            scheduler.step()
         step += 1
         count += 1
         values = logged_values(loss, loss_dict)
@@ -187,7 +193,7 @@ def train_one_epoch(model, criterion, loader, optimizer, scheduler, device, *, d
         bar.set_postfix(loss=f"{loss.item():.3f}", lr=f"{optimizer.param_groups[0]['lr']:.1e}", refresh=False)
         if on_step:
             on_step(step, i + 1)
-        if max_steps and step >= max_steps:
+        if (max_steps and step >= max_steps) or (deadline and time.perf_counter() >= deadline):
             break
     means = {k: v / max(count, 1) for k, v in sums.items()}
     means["skipped"] = skipped
@@ -221,9 +227,20 @@ def evaluate(model, dataset, loader, postprocess, device, dtype=None, train_coun
 
 # --- a whole run --------------------------------------------------------------------------------------
 
+def device_name(device: torch.device) -> str:
+    return torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({torch.get_num_threads()} threads)"
+
+
 def run_dir(cfg: Config, name: str = "") -> Path:
     """The folder of a run: one per configuration, so the same settings reuse the same run."""
     return runs_dir() / f"{name or cfg.profile}-{cfg.key()}"
+
+
+def is_finished(out: str | Path) -> bool:
+    """Whether the run in folder ``out`` has ended (its last evaluation written, its last checkpoint
+    marked finished)."""
+    state = ckpt.load_latest(Path(out) / "checkpoints")
+    return bool(state and state.get("finished"))
 
 
 def read_metrics(out: str | Path) -> list[dict]:
@@ -277,10 +294,18 @@ def train(cfg: Config, out: str | Path | None = None, resume: bool = True, progr
     ``match_instability``, the share of matched queries whose object changed since the previous
     evaluation (see :mod:`detrlib.instability`). With ``resume`` a stopped run continues from its
     newest readable checkpoint, and a finished run is reused as it is. ``progress`` shows a bar
-    per epoch (except on the book's static pages, ``DETRLIB_STATIC_WIDGETS=1``) and a line per
-    evaluation.
+    per epoch (except on the book's static pages, ``DETRLIB_STATIC_WIDGETS=1``), the measured
+    speed after a warm-up, and a line per evaluation.
+
+    The run ends after ``train.epochs``, after ``train.max_steps`` optimizer steps, or at the first
+    step after ``train.max_minutes`` of wall clock (the minutes of earlier sessions of a resumed run
+    count); it always ends with an evaluation and a checkpoint marked finished, and the last line
+    of ``metrics.jsonl`` says what stopped it (``"stopped"``: ``epochs``, ``max_steps`` or
+    ``max_minutes``).
     """
+    from detrlib.budget import WARMUP_STEPS, progress_line
     from detrlib.checkpoint import load_official_checkpoint
+    from detrlib.config import check_device, colab_storage_warning
     from detrlib.criterion import build_criterion
     from detrlib.data import build_dataset, build_loader, collate
     from detrlib.data.batching import SeededItems, epoch_batches, repeat_factors, training_labels
@@ -290,11 +315,14 @@ def train(cfg: Config, out: str | Path | None = None, resume: bool = True, progr
     from detrlib.model import PostProcess, build_model
 
     t = cfg.train
+    check_device(cfg)
     device = pick_device(t.device)
     rank, world = init_distributed(device)
     out = Path(out) if out else run_dir(cfg, name)
     ckpt_dir = out / "checkpoints"
     seed_everything(t.seed)
+    if rank == 0 and (warning := colab_storage_warning(out)):
+        print(warning)
 
     train_set, val_set = build_dataset(cfg.data, "train"), build_dataset(cfg.data, "val")
     model = build_model(cfg.model).to(device)
@@ -309,6 +337,7 @@ def train(cfg: Config, out: str | Path | None = None, resume: bool = True, progr
 
     state = ckpt.load_latest(ckpt_dir) if resume else None
     epoch, batch_in_epoch, step, history, train_time, matched, steps = 0, 0, 0, [], 0.0, None, []
+    wall_time = 0.0  # seconds this run has spent in train(), over every session
     if state is not None:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
@@ -318,6 +347,7 @@ def train(cfg: Config, out: str | Path | None = None, resume: bool = True, progr
         ckpt.set_rng_state(state["rng"])
         epoch, batch_in_epoch, step = state["epoch"], state["batch"], state["step"]
         history, train_time = state["history"], state["train_time"]
+        wall_time = state.get("wall_time", train_time)
         matched = torch.tensor(state["matched"]) if state.get("matched") is not None else None
         steps = state["steps"].tolist() if "steps" in state else []
         if state.get("finished"):  # a finished run is reused as it is
@@ -344,57 +374,81 @@ def train(cfg: Config, out: str | Path | None = None, resume: bool = True, progr
     probe_items = [SeededItems(train_set)[(i, t.seed)] for i in range(min(t.batch_size, len(train_set)))]
     probe = MatchingProbe(*collate(probe_items), criterion.matcher)
 
+    session_start, session_steps = time.perf_counter(), 0
+
+    def elapsed() -> float:
+        return wall_time + time.perf_counter() - session_start
+
     def snapshot(finished=False):
         return {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                 "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict() if scaler else None,
                 "rng": ckpt.rng_state(), "epoch": epoch, "batch": batch_in_epoch, "step": step,
-                "history": history, "train_time": train_time, "config": cfg.to_dict(), "finished": finished,
+                "history": history, "train_time": train_time, "wall_time": elapsed(),
+                "config": cfg.to_dict(), "finished": finished,
                 "matched": matched.tolist() if matched is not None else None,
                 "steps": torch.tensor(steps, dtype=torch.float64).reshape(-1, len(STEP_COLUMNS))}
 
     def on_step(now_step, batches_done):
-        nonlocal batch_in_epoch, step
+        nonlocal batch_in_epoch, step, session_steps
+        session_steps += 1
+        if rank == 0 and progress and session_steps == WARMUP_STEPS:
+            seconds = sorted(row[3] for row in steps[-WARMUP_STEPS // 2:])[WARMUP_STEPS // 4]  # median
+            total = t.max_steps or t.epochs * steps_per_epoch
+            print(progress_line(seconds, device_name(device), total - now_step, cfg, elapsed()))
         if rank == 0 and t.checkpoint_every and now_step % t.checkpoint_every == 0:
             step, batch_in_epoch = now_step, start_batch + batches_done  # the snapshot's position
             ckpt.save_checkpoint(snapshot(), ckpt_dir, now_step, t.keep_last)
 
-    done = bool(t.max_steps and step >= t.max_steps)
+    def stop_reason() -> str:
+        if t.max_steps and step >= t.max_steps:
+            return "max_steps"
+        if t.max_minutes and elapsed() >= t.max_minutes * 60:
+            return "max_minutes"
+        return "epochs" if epoch >= t.epochs else ""
+
     reset_peak_memory(device)
-    while epoch < t.epochs and not done:
-        batches = epoch_batches(len(train_set), t.batch_size, t.seed, epoch, rank, world, factors)
-        start_batch = batch_in_epoch
-        loader = torch.utils.data.DataLoader(  # its own generator: starting it must not draw from the global RNG
-            SeededItems(train_set), batch_sampler=batches[start_batch:], collate_fn=collate,
-            num_workers=cfg.data.num_workers, generator=torch.Generator().manual_seed(t.seed + epoch))
-        tic = time.perf_counter()
-        means, step = train_one_epoch(
-            net, criterion, loader, optimizer, scheduler, device, dtype=dtype, scaler=scaler,
-            clip_max_norm=t.clip_max_norm, grad_accum_steps=t.grad_accum_steps, step=step,
-            max_steps=t.max_steps, on_step=on_step, progress=progress and rank == 0 and not static_mode(),
-            desc=f"epoch {epoch + 1}/{t.epochs}", pass_targets=cfg.model.dn_groups > 0, step_log=steps)
-        train_time += time.perf_counter() - tic
-        epoch, batch_in_epoch = epoch + 1, 0
-        done = bool(t.max_steps and step >= t.max_steps)
-        if rank == 0 and (epoch % t.eval_every == 0 or epoch == t.epochs or done):
+    stopped, means = stop_reason(), {}  # a resumed run may stop at once, killed before its last evaluation
+    while True:
+        if not stopped:
+            batches = epoch_batches(len(train_set), t.batch_size, t.seed, epoch, rank, world, factors)
+            start_batch = batch_in_epoch
+            loader = torch.utils.data.DataLoader(  # its own generator: starting it must not draw from the global RNG
+                SeededItems(train_set), batch_sampler=batches[start_batch:], collate_fn=collate,
+                num_workers=cfg.data.num_workers, generator=torch.Generator().manual_seed(t.seed + epoch))
+            tic = time.perf_counter()
+            means, step = train_one_epoch(
+                net, criterion, loader, optimizer, scheduler, device, dtype=dtype, scaler=scaler,
+                clip_max_norm=t.clip_max_norm, grad_accum_steps=t.grad_accum_steps, step=step,
+                max_steps=t.max_steps, on_step=on_step, progress=progress and rank == 0 and not static_mode(),
+                deadline=session_start + t.max_minutes * 60 - wall_time if t.max_minutes else 0.0,
+                desc=f"epoch {epoch + 1}/{t.epochs}", pass_targets=cfg.model.dn_groups > 0, step_log=steps)
+            train_time += time.perf_counter() - tic
+            epoch, batch_in_epoch = epoch + 1, 0
+            stopped = stop_reason()
+        evaluated = bool(history) and history[-1]["step"] == step
+        if rank == 0 and (epoch % t.eval_every == 0 or stopped) and not evaluated:
             metrics = evaluate(model, val_set, val_loader, postprocess, device, dtype, counts)
             now_matched = probe(model)
             if matched is not None:
                 metrics["match_instability"] = instability(matched, now_matched)
             matched = now_matched
             history.append({"step": step, "epoch": epoch, "train_time_s": round(train_time, 2),
-                            "peak_memory_mb": peak_memory_mb(device),
+                            "wall_time_s": round(elapsed(), 2), "peak_memory_mb": peak_memory_mb(device),
                             **{f"train_{k}" if k != "skipped" else k: v for k, v in means.items()},
-                            **metrics})
+                            **metrics, **({"stopped": stopped} if stopped else {})})
             _write_metrics(out, history)
             if metrics["AP50"] > best:
                 best = metrics["AP50"]
                 ckpt.save_best({"model": model.state_dict(), "config": cfg.to_dict(), "metrics": history[-1]}, ckpt_dir)
             if progress:
                 print(f"epoch {epoch} step {step}: loss {means.get('loss', float('nan')):.3f}, "
-                      f"AP50 {metrics['AP50']:.3f}, AP {metrics['AP']:.3f} ({cfg.profile} profile)")
+                      f"AP50 {metrics['AP50']:.3f}, AP {metrics['AP']:.3f} ({cfg.profile} profile)"
+                      + (f"; stopped by {stopped}" if stopped else ""))
         if rank == 0:
-            ckpt.save_checkpoint(snapshot(finished=epoch >= t.epochs or done), ckpt_dir, step, t.keep_last)
+            ckpt.save_checkpoint(snapshot(finished=bool(stopped)), ckpt_dir, step, t.keep_last)
             _write_steps(out, steps)
+        if stopped:
+            break
     if world > 1:
         torch.distributed.barrier()
     return out

@@ -16,8 +16,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from detrlib.checkpoint import LoadReport, atomic_save, fit_state_dict, load_trained
-from detrlib.config import Config, ModelConfig
+from detrlib.checkpoint import LoadReport, atomic_save, fit_state_dict, load_official_checkpoint, load_trained, read_state_dict
+from detrlib.config import Config, ModelConfig, runs_dir
 
 
 GRID_LAYERS, GRID_QUERIES = (6, 4, 2), (100, 50, 25)  # the configurations chapter 6 compares
@@ -152,3 +152,32 @@ def finetune_config(pruned_config: Config, init: str | Path, steps: int, lr_scal
         "train.lr": t.lr * lr_scale, "train.lr_backbone": t.lr_backbone * lr_scale,
         "train.lr_schedule": "step", "train.lr_drop": t.epochs,  # the drop would come after the last step
     })
+
+
+def coco_model(cfg: Config) -> tuple[nn.Module, Config, LoadReport]:
+    """The official COCO checkpoint (``cfg.train.init_checkpoint``) whole, 6 decoder layers and 100
+    queries, as a detector of VOC's classes without any training: its class head keeps the rows of
+    the 20 VOC classes (:data:`~detrlib.data.voc.VOC_IN_COCO`). What chapter 6 prunes on a GPU."""
+    from detrlib.data.voc import VOC_IN_COCO
+    from detrlib.model import build_model
+
+    big = cfg.replace(**{"model.dec_layers": 6, "model.num_queries": 100, "model.dn_groups": 0,
+                         "model.num_classes": len(VOC_IN_COCO)})
+    model = build_model(big.model)
+    report = load_official_checkpoint(model, cfg.train.init_checkpoint, class_rows=VOC_IN_COCO)
+    return model.eval(), big, report
+
+
+def usage_ordered_path(cfg: Config) -> Path:
+    """Where :func:`write_usage_ordered` puts the COCO checkpoint with its queries reordered."""
+    return runs_dir() / "pruned" / f"coco-queries-by-usage-{cfg.key()}.pth"
+
+
+def write_usage_ordered(cfg: Config, usage: torch.Tensor) -> Path:
+    """The official checkpoint of ``cfg.train.init_checkpoint`` with its queries reordered, most
+    used first, in the official format: a run that starts from it and keeps N queries keeps the N
+    most used (the official loader keeps the first N)."""
+    state, _ = read_state_dict(cfg.train.init_checkpoint)
+    order = sorted(range(len(usage)), key=lambda q: (-float(usage[q]), q))
+    state = {**state, "query_embed.weight": state["query_embed.weight"][order]}
+    return atomic_save({"model": state}, usage_ordered_path(cfg))

@@ -21,12 +21,12 @@ def test_profile_settings_ignore_the_env_variable(monkeypatch):
         profile_settings("fast")
 
 
-def test_auto_picks_quick_without_a_gpu(monkeypatch):
+def test_auto_picks_quick_without_a_gpu_and_gpu_with_one(monkeypatch):
     monkeypatch.delenv("DETRLIB_PROFILE", raising=False)
     monkeypatch.setattr("detrlib.config.has_cuda", lambda: False)
     assert resolve_profile(None) == "quick"
     monkeypatch.setattr("detrlib.config.has_cuda", lambda: True)
-    assert resolve_profile(None) == "full"
+    assert resolve_profile(None) == "gpu"  # a chapter on a GPU: the session-sized profile, never the full recipe
 
 
 def test_unknown_profile_is_a_clear_error(monkeypatch):

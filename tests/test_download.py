@@ -83,7 +83,7 @@ def test_mirrors_are_tried_in_order_and_the_archive_extracts_into_root(server, v
     assert len(handler.seen) == 2
 
 
-def test_partial_download_resumes_with_a_range_request(server, voc_tarball, tmp_path):
+def test_partial_download_resumes_with_a_range_request_and_says_so(server, voc_tarball, tmp_path, capsys):
     url, served, handler = server
     data, md5 = voc_tarball
     (served / "voc.tar").write_bytes(data)
@@ -93,15 +93,17 @@ def test_partial_download_resumes_with_a_range_request(server, voc_tarball, tmp_
     download([f"{url}/voc.tar"], dest, md5)
     assert handler.seen == [("/voc.tar", "bytes=5000-")]
     assert dest.read_bytes() == data and not (tmp_path / "dl" / "voc.tar.part").exists()
+    assert "resuming voc.tar: 4.9 KiB came in an earlier, interrupted download" in capsys.readouterr().out
 
 
-def test_server_without_ranges_restarts_the_download(server, voc_tarball, tmp_path):
+def test_server_without_ranges_restarts_the_download(server, voc_tarball, tmp_path, capsys):
     url, served, handler = server
     handler.ranges = False
     data, md5 = voc_tarball
     (served / "voc.tar").write_bytes(data)
     (tmp_path / "voc.tar.part").write_bytes(b"x" * 100)
     assert download([f"{url}/voc.tar"], tmp_path / "voc.tar", md5).read_bytes() == data
+    assert "cannot resume a download: starting voc.tar over" in capsys.readouterr().out
 
 
 def test_md5_mismatch_moves_on_to_the_next_mirror(server, voc_tarball, tmp_path):

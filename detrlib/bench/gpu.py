@@ -1,30 +1,82 @@
 """``python -m detrlib bench gpu``: fp32 against mixed precision on a CUDA GPU, in under 5 minutes.
 
-For the seed's configuration (the full profile: DETR-R50, 6 encoder / 4 decoder layers, 50 queries,
-denoising) and DETR's own (6 / 6 / 100, no denoising), both for VOC's 20 classes, at ``--size``² inputs: training steps per second (the
-engine's real step: forward, Hungarian matching and losses in fp32, backward, clipping, AdamW) and
-their peak memory, then inference seconds per image at batch 1 and 8 (see ``bench infer``). AMP is
-bf16 where the GPU supports it and fp16 with a ``GradScaler`` otherwise (a T4). Random weights and
-random boxes: speed and memory do not depend on them. On a machine without CUDA it says so and
-measures nothing.
+For the ``gpu`` profile's model (the reference project's: DETR-R50, 6 encoder / 4 decoder layers, 50
+queries, denoising) and DETR's own (6 / 6 / 100, no denoising), both for VOC's 20 classes, at
+``--size``² inputs: training steps per second (the engine's real step: forward, Hungarian matching
+and losses in fp32, backward, clipping, AdamW) and their peak memory, then inference seconds per
+image at batch 1 and 8 (see ``bench infer``). AMP is bf16 where the GPU supports it and fp16 with a
+``GradScaler`` otherwise (a T4). Random weights and random boxes: speed and memory do not depend on
+them. ``--out results/gpu-<name>.json`` keeps the table with the machine, GPU, date and command;
+chapters 7 and 8 show every such file, and :mod:`detrlib.budget` takes a T4's step time from it.
+On a machine without CUDA it says so and measures nothing.
 """
 from __future__ import annotations
 
 import argparse
+import datetime
+import json
+import shlex
 import statistics
 import time
+from pathlib import Path
 
 import torch
 
 from detrlib.bench import benchmark
 from detrlib.bench.infer import seconds_per_image
 
-def configurations(full) -> dict:
-    """The seed's configuration (the full profile: 4 decoder layers, 50 queries, denoising) and
-    DETR's own (6 decoder layers, 100 queries, no denoising), by name."""
-    m = full.model
-    return {f"seed R50 {m.enc_layers}/{m.dec_layers}/{m.num_queries}" + (f" DN{m.dn_groups}" if m.dn_groups else ""): full,
-            "DETR-R50 6/6/100": full.replace(**{"model.dec_layers": 6, "model.num_queries": 100, "model.dn_groups": 0})}
+
+def configurations(gpu) -> dict:
+    """The ``gpu`` profile's model (4 decoder layers, 50 queries, denoising) and DETR's own (6
+    decoder layers, 100 queries, no denoising), by name."""
+    m = gpu.model
+    return {f"R50 {m.enc_layers}/{m.dec_layers}/{m.num_queries}" + (f" DN{m.dn_groups}" if m.dn_groups else ""): gpu,
+            "R50 6/6/100": gpu.replace(**{"model.dec_layers": 6, "model.num_queries": 100, "model.dn_groups": 0})}
+
+
+def results_dir() -> Path:
+    """The repository's ``results/`` folder (in a checkout; elsewhere it does not exist)."""
+    return Path(__file__).resolve().parents[2] / "results"
+
+
+def read_results(folder: str | Path | None = None) -> list[dict]:
+    """Every ``gpu-*.json`` that ``bench gpu --out`` wrote into ``folder`` (default: the
+    repository's ``results/``), oldest first."""
+    folder = Path(folder) if folder else results_dir()
+    results = [json.loads(path.read_text()) for path in sorted(folder.glob("gpu-*.json"))] if folder.is_dir() else []
+    return sorted(results, key=lambda r: r["date"])
+
+
+def results_tables(folder: str | Path | None = None) -> str:
+    """Every measured GPU table of ``folder`` (default: the repository's ``results/``) as text, each
+    labelled with its GPU, date and command; or a sentence saying that there is none yet."""
+    from detrlib.bench import format_table
+
+    folder = Path(folder) if folder else results_dir()
+    results = read_results(folder)
+    if not results:
+        where = f"in {folder}" if folder.is_dir() else "here (this copy of detrlib has no results/ folder)"
+        return (f"No GPU measurement is {where} yet. On a CUDA GPU, `python -m detrlib bench gpu --out "
+                "results/gpu-<name>.json` (or `bash scripts/gpu_check.sh`) measures one, and this table shows it.")
+    return "\n\n".join(format_table([{k: v for k, v in row.items() if k != "profile"} for row in r["rows"]],
+                                     title=f"{r['gpu']}, measured {r['date']} by `{r['command']}`")
+                        for r in results)
+
+
+def write_results(rows: list[dict], out: str | Path, command: str) -> Path:
+    """Write ``rows`` with the machine, GPU, date and command as JSON (to a temporary file, then
+    renamed)."""
+    from detrlib.ablation import machine
+
+    info = machine()
+    result = {"gpu": info.get("gpu", "none"), "date": datetime.date.today().isoformat(), "command": command,
+              "machine": info, "rows": rows}
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".tmp")
+    tmp.write_text(json.dumps(result, indent=1) + "\n")
+    tmp.replace(out)
+    return out
 
 
 def random_batch(batch: int, size: int, num_classes: int, device: torch.device, objects: int = 5):
@@ -68,13 +120,16 @@ def training_speed(cfg, device: torch.device, dtype: torch.dtype | None, size: i
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--size", type=int, default=800, help="square input size (default 800)")
-    parser.add_argument("--batch", type=int, help="training batch size (default: the full profile's)")
+    parser.add_argument("--size", type=int, default=640,
+                        help="square input size (default 640: about the gpu profile's mean image area)")
+    parser.add_argument("--batch", type=int, help="training batch size (default: the gpu profile's)")
     parser.add_argument("--steps", type=int, default=20, help="timed training steps (default 20)")
     parser.add_argument("--warmup", type=int, default=5, help="untimed steps and calls first (default 5)")
     parser.add_argument("--repeats", type=int, default=20, help="timed inference calls (default 20)")
     parser.add_argument("--deterministic", action="store_true",
                         help="deterministic algorithms, as detrlib's train() sets them (default: torch's defaults)")
+    parser.add_argument("--out", help="also write the table, machine, GPU, date and command to this JSON file "
+                                      "(results/gpu-<name>.json is what the book shows)")
 
 
 @benchmark("gpu", "CUDA GPU: fp32 vs AMP training steps/s and memory, inference s/image (R50 6/4/50 and 6/6/100)",
@@ -84,20 +139,26 @@ def run(args: argparse.Namespace) -> list[dict]:
         print("bench gpu: no CUDA device on this machine, so there is nothing to measure. Run it on a GPU "
               "(on Colab: Runtime > Change runtime type > GPU); `python -m detrlib bench infer` times the CPU.")
         return []
+    if getattr(args, "out", None) and Path(args.out).exists():
+        raise ValueError(f"{args.out} already exists: choose another --out (results are never overwritten)")
     was_deterministic = torch.are_deterministic_algorithms_enabled()
     torch.use_deterministic_algorithms(args.deterministic, warn_only=True)
     try:
-        return measure(args)
+        rows = measure(args)
     finally:
         torch.use_deterministic_algorithms(was_deterministic, warn_only=True)
+    if getattr(args, "out", None):
+        command = "python -m detrlib " + shlex.join(getattr(args, "argv", ["bench", "gpu", "--out", args.out]))
+        print(f"wrote {write_results(rows, args.out, command)}")
+    return rows
 
 
 def measure(args: argparse.Namespace) -> list[dict]:
-    from detrlib.config import get_profile
+    from detrlib.config import profile_settings
     from detrlib.engine import amp_dtype
 
     device = torch.device("cuda")
-    cfg = get_profile("full")
+    cfg = profile_settings("gpu")
     batch = args.batch or cfg.train.batch_size
     amp = amp_dtype("auto", device)
     precisions = {"fp32": None, f"amp {str(amp).removeprefix('torch.')}"
@@ -110,7 +171,8 @@ def measure(args: argparse.Namespace) -> list[dict]:
         for label, dtype in precisions.items():
             result = training_speed(run_cfg, device, dtype, args.size, batch, args.steps, args.warmup)
             base = base or result["steps/s"]
-            row = {"config": name, "precision": label, "train steps/s": result["steps/s"],
+            row = {"config": name, "profile": "gpu" if run_cfg is cfg else "", "precision": label,
+                   "train steps/s": result["steps/s"],
                    "vs fp32": result["steps/s"] / base, "peak MiB": result["peak MiB"], "loss": result["loss"]}
             for b in (1, 8):
                 row[f"infer s/img b{b}"] = seconds_per_image(result["model"], args.size, b, dtype, device,
@@ -118,5 +180,5 @@ def measure(args: argparse.Namespace) -> list[dict]:
             rows.append(row)
             del result
             torch.cuda.empty_cache()
-    print(f"measured in {time.perf_counter() - start:.0f} s; target: AMP training >= 2x fp32 steps/s at matching losses")
+    print(f"measured in {time.perf_counter() - start:.0f} s")
     return rows

@@ -15,7 +15,7 @@ from detrlib.data.download import archives_for, download_voc
 from detrlib.data.longtail import longtail_sets
 from detrlib.data.toy import TOY_CLASSES, ToySpec, ensure_toy_voc
 from detrlib.data.transforms import build_train_transforms, build_val_transforms, denormalize
-from detrlib.data.voc import VOC_CLASSES, DataError, VOCDataset, parse_sets
+from detrlib.data.voc import VOC_CLASSES, DataError, VOCDataset, parse_sets, subset_sets
 
 __all__ = [
     "VOC_CLASSES", "TOY_CLASSES", "DataError", "VOCDataset", "build_dataset", "build_loader", "collate",
@@ -48,7 +48,8 @@ def data_root(cfg: DataConfig) -> Path:
 
 def build_dataset(cfg: DataConfig, split: str) -> VOCDataset:
     """The ``"train"`` sets (long-tailed when ``cfg.longtail`` names a profile) with the training
-    transforms, or the ``"val"`` sets with the validation transforms."""
+    transforms, or the ``"val"`` sets (a fixed subset of ``cfg.val_subset`` images when set) with
+    the validation transforms."""
     if split not in ("train", "val"):
         raise ValueError(f"split must be 'train' or 'val', got {split!r}")
     root = data_root(cfg)
@@ -56,6 +57,8 @@ def build_dataset(cfg: DataConfig, split: str) -> VOCDataset:
     sets = parse_sets(root, cfg.train_sets if train else cfg.val_sets)
     if train and cfg.longtail:
         sets = longtail_sets(sets, cfg.longtail, cfg.longtail_seed)
+    if not train and cfg.val_subset:
+        sets = subset_sets(sets, cfg.val_subset)
     transforms = build_train_transforms(cfg) if train else build_val_transforms(cfg)
     return VOCDataset(sets, transforms, keep_difficult=cfg.keep_difficult)
 

@@ -65,7 +65,11 @@ def _fetch(url: str, part: Path, timeout: float) -> None:
     request = urllib.request.Request(url, headers={"Range": f"bytes={offset}-"} if offset else {})
     with urllib.request.urlopen(request, timeout=timeout) as response:
         if offset and response.status != 206:
+            print(f"{url} cannot resume a download: starting {part.name[:-5]} over")
             offset = 0
+        elif offset:
+            size = f"{offset / 2**20:.1f} MiB" if offset >= 2**20 else f"{offset / 2**10:.1f} KiB"
+            print(f"resuming {part.name[:-5]}: {size} came in an earlier, interrupted download")
         size = response.headers.get("Content-Length")
         total = offset + int(size) if size else None
         with open(part, "ab" if offset else "wb") as f, tqdm(total=total, initial=offset, unit="B", unit_scale=True,

@@ -221,10 +221,10 @@ def make_image(rng, labels: list[int], spec: ToySpec) -> tuple[Image.Image, list
     return image, objects
 
 
-def annotation_xml(filename: str, width: int, height: int, objects: list[dict]) -> str:
+def annotation_xml(filename: str, width: int, height: int, objects: list[dict], folder: str = YEAR) -> str:
     """A VOC annotation as the devkit writes it."""
     parts = [
-        "<annotation>", f"\t<folder>{YEAR}</folder>", f"\t<filename>{filename}</filename>",
+        "<annotation>", f"\t<folder>{folder}</folder>", f"\t<filename>{filename}</filename>",
         "\t<source>", "\t\t<database>detrlib toy VOC</database>", "\t</source>",
         "\t<size>", f"\t\t<width>{width}</width>", f"\t\t<height>{height}</height>", "\t\t<depth>3</depth>", "\t</size>",
         "\t<segmented>0</segmented>",
@@ -294,3 +294,42 @@ def ensure_toy_voc(parent: Path, train: int, val: int, seed: int = 0, spec: ToyS
     except OSError:  # another process finished first
         shutil.rmtree(tmp, ignore_errors=True)
     return root
+
+
+def make_voc_like(root, sets: dict[str, dict[str, int]], seed: int = 0, size: tuple[int, int] = (500, 375),
+                  max_objects: int = 4) -> Path:
+    """A small tree shaped like PASCAL VOC, for tests and GPU checks without a download: the year
+    folders and splits of ``sets`` (``{"VOC2007": {"trainval": 8, "test": 6}}``), VOC's 20 class
+    names (no ``classes.txt``), ``size`` JPEGs with 1 to ``max_objects`` objects each, a filled
+    shape in its class's colour, classes drawn from a long tail. Returns the root holding
+    ``VOCdevkit``; same arguments, same files."""
+    from detrlib.data.voc import VOC_CLASSES
+
+    width, height = size
+    weights = class_quotas(1000, len(VOC_CLASSES), 20.0) / 1000
+    palette = np.random.default_rng(12345).integers(30, 226, (len(VOC_CLASSES), 3))
+    for y, (year, splits) in enumerate(sets.items()):
+        year_dir = Path(root) / "VOCdevkit" / year
+        for sub in ("Annotations", "JPEGImages", "ImageSets/Main"):
+            (year_dir / sub).mkdir(parents=True, exist_ok=True)
+        for code, (split, count) in enumerate(splits.items()):
+            names = []
+            for i in range(count):
+                rng = np.random.default_rng([seed, y, code, i])
+                name = f"{y + 1}{code}{i:04d}"
+                image = Image.fromarray(background(rng, height, width))
+                draw = ImageDraw.Draw(image)
+                objects = []
+                for label in rng.choice(len(VOC_CLASSES), rng.integers(1, max_objects + 1), p=weights):
+                    w, h = rng.integers(40, width // 2), rng.integers(40, height // 2)
+                    x1, y1 = int(rng.integers(0, width - w)), int(rng.integers(0, height - h))
+                    shape = draw.ellipse if label % 2 else draw.rectangle
+                    shape((x1, y1, x1 + w - 1, y1 + h - 1), fill=tuple(int(c) for c in palette[label]))
+                    objects.append({"name": VOC_CLASSES[label], "box": (x1 + 1, y1 + 1, x1 + w, y1 + h),
+                                    "truncated": 0, "difficult": 0})
+                image.save(year_dir / "JPEGImages" / f"{name}.jpg", quality=90)
+                (year_dir / "Annotations" / f"{name}.xml").write_text(
+                    annotation_xml(f"{name}.jpg", width, height, objects, folder=year))
+                names.append(name)
+            (year_dir / "ImageSets" / "Main" / f"{split}.txt").write_text("".join(n + "\n" for n in names))
+    return Path(root)

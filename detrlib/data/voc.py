@@ -33,6 +33,9 @@ VOC_CLASSES = (
     "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train",
     "tvmonitor",
 )
+# Where each VOC class sits among the official COCO DETR's 91 class logits (COCO category ids):
+# COCO has all 20 (aeroplane is COCO's airplane, sofa its couch, tvmonitor its tv, ...).
+VOC_IN_COCO = (5, 2, 16, 9, 44, 6, 3, 17, 62, 21, 67, 18, 19, 4, 1, 64, 20, 63, 7, 72)
 CLASS_FILE = "classes.txt"
 
 
@@ -353,6 +356,27 @@ def devkit_dir(root) -> Path:
         return root
     raise DataError(f"no VOCdevkit folder in {root}: download VOC (python -m detrlib download --root {root}) "
                     f"or generate the toy VOC (python -m detrlib make-toy --root {root})")
+
+
+def subset_sets(sets, size: int, seed: int = 0) -> list[tuple[Path, str]]:
+    """A fixed random subset of ``size`` images of the ``(year_dir, split)`` sets, drawn once by
+    ``seed`` and written as split files ``<split>-subset<size>-s<seed>`` next to the originals; the
+    sets themselves when they hold no more than ``size`` images."""
+    ids = [(year_dir, split, name) for year_dir, split in sets for name in read_split(year_dir, split)]
+    if len(ids) <= size:
+        return list(sets)
+    chosen = set(np.random.default_rng(seed).choice(len(ids), size, replace=False).tolist())
+    subsets = []
+    for year_dir, split in sets:
+        name = f"{split}-subset{size}-s{seed}"
+        path = Path(year_dir) / "ImageSets" / "Main" / f"{name}.txt"
+        if not path.exists():
+            kept = [n for i, (y, s, n) in enumerate(ids) if i in chosen and (y, s) == (year_dir, split)]
+            tmp = path.with_name(path.name + ".tmp")
+            tmp.write_text("".join(f"{n}\n" for n in kept))
+            tmp.replace(path)
+        subsets.append((Path(year_dir), name))
+    return subsets
 
 
 def parse_sets(root, specs) -> list[tuple[Path, str]]:
