@@ -96,15 +96,21 @@ class SetCriterion(nn.Module):
         matched_classes = torch.cat([t["labels"][j] for t, (_, j) in zip(targets, indices)])
         target_classes = torch.full(logits.shape[:2], self.num_classes, dtype=torch.int64, device=logits.device)
         target_classes[idx] = matched_classes
-        weight = self.empty_weight.to(logits.device)[target_classes]
-        nll = F.cross_entropy(logits.transpose(1, 2), target_classes, reduction="none")
-        if self.focal_gamma:
-            nll = (1 - torch.exp(-nll)) ** self.focal_gamma * nll  # exp(-nll) is p of the target class
+        weight, nll = self.class_terms(logits, target_classes)
         # a weighted mean, with the weights summed over the global batch under DDP
         losses = {"loss_ce": (weight * nll).sum() / process_mean(weight.sum())}
         if log:
             losses["class_error"] = class_error(logits[idx].detach(), matched_classes)
         return losses
+
+    def class_terms(self, logits: Tensor, target_classes: Tensor) -> tuple[Tensor, Tensor]:
+        """Per prediction, the weight of its target class and its cross-entropy (focal with
+        ``focal_gamma`` > 0): ``logits [N, S, C+1]``, ``target_classes [N, S]``."""
+        weight = self.empty_weight.to(logits.device)[target_classes]
+        nll = F.cross_entropy(logits.transpose(1, 2), target_classes, reduction="none")
+        if self.focal_gamma:
+            nll = (1 - torch.exp(-nll)) ** self.focal_gamma * nll  # exp(-nll) is p of the target class
+        return weight, nll
 
     @torch.no_grad()
     def loss_cardinality(self, outputs, targets, indices, num_boxes) -> dict[str, Tensor]:
@@ -160,12 +166,12 @@ class DenoisingCriterion(SetCriterion):
     """:class:`SetCriterion` plus the losses of the denoising queries (DN-DETR, chapter 5).
 
     When the outputs carry ``"dn_meta"`` (training with denoising), each denoising output learns the
-    object it was made from, at every decoder layer, with the same ``loss_labels`` and
-    ``loss_boxes`` as the matched queries but with pairs known in advance instead of matched.
-    Padding slots are left out, so they are never supervised: the cross-entropy is the mean over the
-    real denoising queries (there is no "no object" among them), the box losses are divided by the
-    number of objects times the number of groups. The terms get the suffix ``_dn`` (last layer) and
-    ``_dn_{i}`` (earlier layers): ``loss_ce_dn``, ``loss_bbox_dn_0``, ...
+    object it was made from, at every decoder layer, with the same terms as the matched queries
+    (:meth:`~SetCriterion.class_terms`, L1, 1 - GIoU) but with pairs known in advance instead of
+    matched. Padding slots are left out, so they are never supervised: the cross-entropy is the mean
+    over the real denoising queries (there is no "no object" among them), the box losses are divided
+    by the number of objects times the number of groups. The terms get the suffix ``_dn`` (last
+    layer) and ``_dn_{i}`` (earlier layers): ``loss_ce_dn``, ``loss_bbox_dn_0``, ...
     """
 
     def forward(self, outputs: dict, targets: list[dict]) -> dict[str, Tensor]:
@@ -181,19 +187,24 @@ class DenoisingCriterion(SetCriterion):
             zero = torch.zeros((), device=device)
             return {f"{k}_{s}": zero for s in suffixes for k in ("loss_ce", "loss_bbox", "loss_giou")}
         (batch, query), target = denoising_pairs(meta, targets)
-        n = len(batch)
-        identity = [(torch.arange(n), torch.arange(n))]
         num_boxes = meta["groups"] * count_boxes(targets, device)
         dn = outputs["dn_outputs"]
+        layers = [dn, *dn.get("aux_outputs", [])]
+        # every layer at once, [layers, n]: few large operations rather than many small ones per layer
+        logits = torch.stack([layer["pred_logits"] for layer in layers])[:, batch, query].float()
+        boxes = torch.stack([layer["pred_boxes"] for layer in layers])[:, batch, query].float()
+        labels, tgt_boxes = target["labels"].expand(len(layers), -1), target["boxes"].float().expand_as(boxes)
+        weight, nll = self.class_terms(logits, labels)
+        loss_ce = (weight * nll).sum(-1) / process_mean(weight.sum(-1))
+        loss_bbox = F.l1_loss(boxes, tgt_boxes, reduction="none").sum((1, 2)) / num_boxes
+        loss_giou = generalized_box_iou_loss(box_convert(boxes, "cxcywh", "xyxy"),
+                                             box_convert(tgt_boxes, "cxcywh", "xyxy"), reduction="none").sum(1) / num_boxes
         losses = {}
-        for suffix, layer in zip(suffixes, [dn, *dn.get("aux_outputs", [])]):
-            # every real denoising prediction of the batch as one "image" with its n objects
-            packed = {"pred_logits": layer["pred_logits"][batch, query][None],
-                      "pred_boxes": layer["pred_boxes"][batch, query][None]}
-            for loss in ("labels", "boxes"):
-                kwargs = {"log": suffix == "dn"} if loss == "labels" else {}
-                terms = self.get_loss(loss, packed, [target], identity, num_boxes, **kwargs)
-                losses.update({f"{k}_{suffix}": v for k, v in terms.items()})
+        for i, suffix in enumerate(suffixes):
+            losses[f"loss_ce_{suffix}"] = loss_ce[i]
+            if i == 0:
+                losses["class_error_dn"] = class_error(logits[0].detach(), target["labels"])
+            losses.update({f"loss_bbox_{suffix}": loss_bbox[i], f"loss_giou_{suffix}": loss_giou[i]})
         return losses
 
 
@@ -201,14 +212,12 @@ def denoising_pairs(meta: dict, targets: list[dict]) -> tuple[tuple[Tensor, Tens
     """(image index, query index) of every real denoising query, and the objects they learn (as
     one target dict), in the same order. Query ``g * pad + j`` of an image comes from its object j."""
     groups, pad = meta["groups"], meta["pad"]
-    batch, query, labels, boxes = [], [], [], []
-    for b, t in enumerate(targets):
-        n = len(t["labels"])
-        query.append((torch.arange(groups)[:, None] * pad + torch.arange(n)[None]).flatten())
-        batch.append(torch.full((groups * n,), b))
-        labels.append(t["labels"].repeat(groups))
-        boxes.append(t["boxes"].repeat(groups, 1))
-    return (torch.cat(batch), torch.cat(query)), {"labels": torch.cat(labels), "boxes": torch.cat(boxes)}
+    sizes = torch.tensor([len(t["labels"]) for t in targets])
+    slot = torch.arange(groups * pad) % pad  # the object each query comes from
+    batch, query = (slot < sizes[:, None]).nonzero(as_tuple=True)
+    obj = (sizes.cumsum(0) - sizes)[batch] + slot[query]  # where that object sits among all the batch's
+    return (batch, query), {"labels": torch.cat([t["labels"] for t in targets])[obj],
+                            "boxes": torch.cat([t["boxes"] for t in targets])[obj]}
 
 
 def class_balanced_weights(counts, beta: float) -> Tensor:

@@ -12,9 +12,18 @@ gets its own [Q, T_b] matrix and nothing else. To compute them with a handful of
 rather than a Python loop, every image's objects are padded to the largest count in the batch, T_max:
 the terms are [B, Q, T_max] (never more than the official [B*Q, sum T]), and image b keeps its first
 T_b columns. The work grows linearly in B; the assignment is the same.
+
+These are small tensors (a few hundred thousand entries at DETR's sizes) and a few dozen operations,
+so they run on one CPU thread. Split over several, every operation ends at a barrier where the
+threads wait for each other; on a machine with other work (a laptop, Colab's two vCPUs next to
+DataLoader workers, CI), a thread that lost its core makes the barrier wait a scheduler time slice,
+far longer than the operation, and matching becomes slower than the all-pairs matrix it replaces.
 """
 from __future__ import annotations
 
+from contextlib import contextmanager
+
+import numpy as np
 import torch
 from scipy.optimize import linear_sum_assignment
 from torch import Tensor, nn
@@ -23,6 +32,18 @@ from torchvision.ops import box_convert, generalized_box_iou
 
 # torchvision's GIoU pairs [N, 4] with [M, 4]; vmap runs it over a leading batch dimension
 _batched_giou = torch.vmap(generalized_box_iou)
+
+
+@contextmanager
+def one_thread():
+    """Torch's CPU operations on one thread inside the block (or the decorated function); the
+    caller's setting is restored after."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 def check_targets(targets: list[dict], batch_size: int, num_classes: int) -> None:
@@ -48,12 +69,13 @@ def check_targets(targets: list[dict], batch_size: int, num_classes: int) -> Non
                          "check num_classes against the dataset's class list")
 
 
+@one_thread()
 def pair_costs(logits: Tensor, boxes: Tensor, labels: Tensor, tgt_boxes: Tensor) -> dict[str, Tensor]:
     """The three unweighted cost terms between the Q predictions and T objects of each image.
 
     ``logits`` [B, Q, C+1] and ``boxes`` [B, Q, 4] (cx, cy, w, h) are the outputs; ``labels`` [B, T]
     and ``tgt_boxes`` [B, T, 4] the ground truth. Returns {"class", "bbox", "giou"}, each [B, Q, T],
-    computed in fp32 whatever the input precision.
+    computed in fp32 whatever the input precision, on one CPU thread (see the module's docstring).
     """
     prob = logits.float().softmax(-1)
     boxes, tgt_boxes = boxes.float(), tgt_boxes.float()
@@ -87,6 +109,7 @@ class HungarianMatcher(nn.Module):
             raise ValueError("all matching costs are 0: set at least one of cost_class, cost_bbox, cost_giou")
         self.cost_class, self.cost_bbox, self.cost_giou = cost_class, cost_bbox, cost_giou
 
+    @one_thread()
     def weigh(self, terms: dict[str, Tensor]) -> Tensor:
         """The weighted sum of the cost terms: the cost the assignment minimises."""
         return self.cost_class * terms["class"] + self.cost_bbox * terms["bbox"] + self.cost_giou * terms["giou"]
@@ -113,13 +136,13 @@ class HungarianMatcher(nn.Module):
     @torch.no_grad()
     def forward(self, outputs: dict, targets: list[dict]) -> list[tuple[Tensor, Tensor]]:
         terms, sizes = self.padded_cost_terms(outputs, targets)
-        cost = self.weigh(terms).cpu()  # one device-to-host copy for the whole batch
-        if not torch.isfinite(cost).all():
+        cost = self.weigh(terms).cpu().numpy()  # one device-to-host copy for the whole batch
+        if not np.isfinite(cost).all():
             raise ValueError("the matching cost has NaN or inf entries: check that pred_boxes and target "
                              "boxes are finite, normalized cx, cy, w, h with w, h > 0")
         indices = []
         for b, n in enumerate(sizes):
-            rows, cols = linear_sum_assignment(cost[b, :, :n].numpy())  # rows come out sorted
+            rows, cols = linear_sum_assignment(cost[b, :, :n])  # rows come out sorted
             indices.append((torch.as_tensor(rows, dtype=torch.int64), torch.as_tensor(cols, dtype=torch.int64)))
         return indices
 

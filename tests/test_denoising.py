@@ -218,4 +218,78 @@ def test_step_benchmark_times_both_configurations():
     rows = entry.run(args)
     assert [r["dn_groups"] for r in rows] == [0, 2]
     assert rows[1]["queries"] == rows[0]["queries"] + 2 * 3 and rows[1]["dn overhead"].endswith("%")
-    assert all(r["detrlib s/step"] > 0 for r in rows)
+    assert all(r["detrlib s/step"] > 0 and "busy s/step" not in r for r in rows)
+
+
+def plain_giou(a, b):
+    """GIoU of two cx, cy, w, h boxes in plain Python."""
+    ax0, ay0, ax1, ay1 = a[0] - a[2] / 2, a[1] - a[3] / 2, a[0] + a[2] / 2, a[1] + a[3] / 2
+    bx0, by0, bx1, by1 = b[0] - b[2] / 2, b[1] - b[3] / 2, b[0] + b[2] / 2, b[1] + b[3] / 2
+    inter = max(0, min(ax1, bx1) - max(ax0, bx0)) * max(0, min(ay1, by1) - max(ay0, by0))
+    union = a[2] * a[3] + b[2] * b[3] - inter
+    hull = (max(ax1, bx1) - min(ax0, bx0)) * (max(ay1, by1) - min(ay0, by0))
+    return inter / union - (hull - union) / hull
+
+
+def plain_denoising_losses(outputs, targets, class_weight, focal_gamma=0.0):
+    """The denoising terms written out query by query: query g * pad + j of image b learns object j
+    of image b, in every group g, at every decoder layer."""
+    meta, dn = outputs["dn_meta"], outputs["dn_outputs"]
+    groups, pad = meta["groups"], meta["pad"]
+    objects = groups * max(1, sum(len(t["labels"]) for t in targets))
+    losses = {}
+    for suffix, layer in zip(["dn"] + [f"dn_{i}" for i in range(len(dn["aux_outputs"]))], [dn, *dn["aux_outputs"]]):
+        ce = weights = l1 = giou = wrong = 0.0
+        for b, t in enumerate(targets):
+            for g in range(groups):
+                for j, (label, box) in enumerate(zip(t["labels"].tolist(), t["boxes"].tolist())):
+                    logits, pred = layer["pred_logits"][b, g * pad + j].tolist(), layer["pred_boxes"][b, g * pad + j].tolist()
+                    p = math.exp(logits[label]) / sum(math.exp(v) for v in logits)
+                    ce += class_weight[label] * (1 - p) ** focal_gamma * -math.log(p)
+                    weights += class_weight[label]
+                    wrong += max(range(len(logits)), key=logits.__getitem__) != label
+                    l1 += sum(abs(u - v) for u, v in zip(pred, box))
+                    giou += 1 - plain_giou(pred, box)
+        losses.update({f"loss_ce_{suffix}": ce / weights, f"loss_bbox_{suffix}": l1 / objects,
+                       f"loss_giou_{suffix}": giou / objects})
+        if suffix == "dn":
+            losses["class_error_dn"] = 100 * wrong / (groups * sum(len(t["labels"]) for t in targets))
+    return losses
+
+
+def random_dn_case(seed, num_classes=4, groups=3, layers=3, queries=5):
+    """Random denoising outputs for a batch of 4 images with 0..3 objects each."""
+    g = gen(seed)
+    sizes = [int(torch.randint(0, 4, (), generator=g)) for _ in range(4)]
+    sizes[0] = max(sizes[0], 1)
+    targets = []
+    for n in sizes:
+        wh = 0.1 + 0.4 * torch.rand(n, 2, generator=g)
+        targets.append({"labels": torch.randint(0, num_classes, (n,), generator=g),
+                        "boxes": torch.cat([wh / 2 + (1 - wh) * torch.rand(n, 2, generator=g), wh], -1)})
+    pad = max(sizes)
+
+    def head(q):
+        wh = 0.1 + 0.4 * torch.rand(4, q, 2, generator=g)
+        return {"pred_logits": torch.randn(4, q, num_classes + 1, generator=g),
+                "pred_boxes": torch.cat([wh / 2 + (1 - wh) * torch.rand(4, q, 2, generator=g), wh], -1)}
+
+    dn, matching = head(groups * pad), head(queries)
+    dn["aux_outputs"] = [head(groups * pad) for _ in range(layers - 1)]
+    matching["aux_outputs"] = [head(queries) for _ in range(layers - 1)]
+    return {**matching, "dn_outputs": dn, "dn_meta": {"groups": groups, "pad": pad, "num_dn": groups * pad}}, targets
+
+
+@pytest.mark.parametrize("seed", range(4))
+@pytest.mark.parametrize("class_loss", ["ce", "balanced", "focal"])
+def test_denoising_losses_equal_the_query_by_query_computation(seed, class_loss):
+    outputs, targets = random_dn_case(seed)
+    class_weights = torch.tensor([0.5, 2.0, 1.0, 1.5]) if class_loss == "balanced" else None
+    gamma = 2.0 if class_loss == "focal" else 0.0
+    crit = DenoisingCriterion(4, HungarianMatcher(), WEIGHTS, eos_coef=0.1, losses=["labels", "boxes", "cardinality"],
+                              class_weights=class_weights, focal_gamma=gamma)
+    losses = crit(outputs, targets)
+    expected = plain_denoising_losses(outputs, targets, crit.empty_weight.tolist(), gamma)
+    assert {k for k in losses if "_dn" in k} == set(expected)
+    for k, v in expected.items():
+        assert losses[k].item() == pytest.approx(v, rel=1e-5, abs=1e-6), k

@@ -139,3 +139,20 @@ def test_denoiser_parameter_count():
     denoiser = Denoiser(c, d)
     # the label embedding (d - 1 features + the indicator) and the 2-layer box MLP
     assert sum(p.numel() for p in denoiser.parameters()) == c * (d - 1) + 2 * (d * d + d)
+
+
+def test_the_heads_run_once_and_give_what_they_give_on_each_part_of_the_queries():
+    torch.manual_seed(0)
+    model = build_model(small()).train()
+    images, mask = batch()
+    targets = [target([1, 2], [[0.3, 0.3, 0.2, 0.2], [0.6, 0.6, 0.3, 0.3]]), target([4], [[0.5, 0.5, 0.5, 0.5]])]
+    decoded = {}
+    model.transformer.register_forward_hook(lambda module, inputs, output: decoded.update(hs=output[0]))
+    out = model(images, mask, targets=targets)
+    hs, n = decoded["hs"], out["dn_meta"]["num_dn"]
+    # the heads on the object queries alone, and on the denoising queries alone
+    for got, part in ((out, model.predict(hs[:, :, n:])), (out["dn_outputs"], model.predict(hs[:, :, :n]))):
+        assert len(layers(got)) == len(layers(part)) == len(model.transformer.decoder.layers)
+        for a, b in zip(layers(got), layers(part)):
+            assert torch.allclose(a["pred_logits"], b["pred_logits"], atol=1e-6)
+            assert torch.allclose(a["pred_boxes"], b["pred_boxes"], atol=1e-6)

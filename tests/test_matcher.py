@@ -5,8 +5,10 @@ import itertools
 import pytest
 import torch
 
+from torchvision.ops import box_convert, generalized_box_iou
+
 from detrlib.bench.matcher import all_pairs_match, random_problem
-from detrlib.matcher import HungarianMatcher, pair_costs
+from detrlib.matcher import HungarianMatcher, one_thread, pad_targets, pair_costs
 
 
 def random_boxes(n, generator):
@@ -91,6 +93,52 @@ def test_same_total_cost_as_the_all_pairs_batched_formulation(seed):
     ours, base = matcher(outputs, targets), all_pairs_match(matcher, outputs, targets)
     for cost, a, b in zip(matcher.cost_matrices(outputs, targets), ours, base):
         assert total(cost, a) == pytest.approx(total(cost, b), rel=1e-6)
+
+
+def problems(count, seed=0):
+    """Random problems of many shapes: 1..8 images, 1..100 queries, 0..25 objects per image (more
+    than the queries now and then), in fp32, fp16 and bf16."""
+    g = torch.Generator().manual_seed(seed)
+    for k in range(count):
+        batch, queries = int(torch.randint(1, 9, (), generator=g)), int(torch.randint(1, 101, (), generator=g))
+        outputs, targets = random_problem(batch, queries, 25, g, "cpu")
+        for t in targets:  # random_problem gives 1..most objects; let some images have none
+            if torch.rand((), generator=g) < 0.1:
+                t["boxes"], t["labels"] = t["boxes"][:0], t["labels"][:0]
+        dtype = (torch.float32, torch.float16, torch.bfloat16)[k % 3]
+        yield {key: v.to(dtype) for key, v in outputs.items()}, targets
+
+
+def test_same_assignments_as_the_all_pairs_formulation_on_many_problems():
+    matcher = HungarianMatcher()
+    for outputs, targets in problems(200):
+        ours = matcher(outputs, targets)
+        with one_thread():  # the all-pairs matrices are large; on a shared test machine one thread is faster
+            base = all_pairs_match(matcher, outputs, targets)
+        for a, b in zip(ours, base, strict=True):
+            assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+
+
+def test_the_cost_is_what_the_batched_operations_give_on_every_thread_count():
+    """One CPU thread changes the speed on a busy machine, not the numbers: the cost is bit for bit
+    the cost the same operations give on torch's threads, written out here as the matcher had it."""
+    matcher = HungarianMatcher(cost_class=2, cost_bbox=5, cost_giou=3)
+    threads = torch.get_num_threads()
+    for outputs, targets in problems(30, seed=1):
+        labels, tgt_boxes, sizes = pad_targets(targets)
+        torch.set_num_threads(2)
+        try:
+            prob = outputs["pred_logits"].float().softmax(-1)
+            boxes, tgt = outputs["pred_boxes"].float(), tgt_boxes.float()
+            giou = torch.vmap(generalized_box_iou)(box_convert(boxes, "cxcywh", "xyxy"), box_convert(tgt, "cxcywh", "xyxy"))
+            expected = (2 * -prob.gather(-1, labels[:, None, :].expand(-1, prob.shape[1], -1))
+                        + 5 * torch.cdist(boxes, tgt, p=1) + 3 * -giou)
+            cost = matcher.cost_matrices(outputs, targets)
+            assert torch.get_num_threads() == 2  # the caller's setting is restored
+        finally:
+            torch.set_num_threads(threads)
+        for b, n in enumerate(sizes):
+            assert torch.equal(cost[b], expected[b, :, :n])
 
 
 def test_pairs_are_int64_sorted_by_prediction_and_empty_images_work():
@@ -184,9 +232,9 @@ def test_benchmark_runs_and_finds_identical_assignments(capsys):
     from detrlib.cli import main
 
     threads = torch.get_num_threads()
-    assert main(["bench", "matcher", "--repeats", "1", "--problems", "1", "--threads", "1"]) == 0
+    assert main(["bench", "matcher", "--repeats", "1", "--problems", "1", "--threads", "1", "--busy", "1"]) == 0
     table = capsys.readouterr().out
-    assert "per-image ms" in table and "all-pairs ms" in table
+    assert "per-image ms" in table and "all-pairs ms" in table and "next to 1 spinning processes" in table
     rows = [line.split() for line in table.splitlines() if line[:2].strip().isdigit()]
     assert [int(r[0]) for r in rows] == [8, 32, 64, 8] and all("1/1" in r for r in rows)
     assert torch.get_num_threads() == threads  # --threads does not leak into the caller

@@ -353,14 +353,21 @@ def test_bad_input_is_a_clear_error(images, mask, error, match):
 
 
 @pytest.mark.parametrize("changes, match", [
-    ({"backbone": "vgg16"}, "ModelConfig.backbone must be one of"),
+    ({"backbone": "vgg16"}, "model.backbone must be one of resnet18, resnet34, resnet50, resnet101, got 'vgg16'"),
     ({"dilation": True}, "dilation.*resnet50"),
-    ({"position_embedding": "rope"}, "position_embedding must be 'sine' or 'learned'"),
-    ({"nheads": 5}, "divisible by nheads"),
+    ({"position_embedding": "rope"}, "model.position_embedding must be one of sine, learned, got 'rope'"),
+    ({"nheads": 5}, r"model.hidden_dim \(64\) must be divisible by model.nheads \(5\)"),
 ])
 def test_bad_config_is_a_clear_error(changes, match):
-    with pytest.raises(ValueError, match=match):
-        build_model(ModelConfig(**{**SMALL.__dict__, **changes}))
+    with pytest.raises(ValueError, match=match):  # when the config is made, before any model
+        ModelConfig(**{**SMALL.__dict__, **changes})
+
+
+def test_the_config_knows_every_backbone():
+    from detrlib.config import CHOICES
+    from detrlib.model.backbone import RESNETS
+
+    assert CHOICES["model.backbone"] == tuple(RESNETS)
 
 
 def test_learned_positions_refuse_too_large_feature_maps():

@@ -1,7 +1,9 @@
 """Benchmarks that print a table: ``python -m detrlib bench <name> [options]``.
 
 Each module in this package registers one benchmark with :func:`benchmark`. A benchmark measures,
-prints a table, and returns its rows so scripts and tests can read the numbers.
+prints a table, and returns its rows so scripts and tests can read the numbers. Every benchmark
+takes ``--busy N``: it then runs next to N processes spinning on the CPU (:func:`busy_neighbours`),
+as on a laptop, on Colab's two vCPUs with DataLoader workers, or on a shared CI machine.
 """
 from __future__ import annotations
 
@@ -10,7 +12,10 @@ import functools
 import importlib
 import pkgutil
 import statistics
+import subprocess
+import sys
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Callable
 
@@ -28,10 +33,20 @@ class Benchmark:
 BENCHMARKS: dict[str, Benchmark] = {}
 
 
-def benchmark(name: str, help: str, add_arguments: Callable[[argparse.ArgumentParser], None] | None = None):
+def benchmark(name: str, help: str, add_arguments: Callable[[argparse.ArgumentParser], None] | None = None,
+              measures_busy: bool = False):
     """Register ``fn(args) -> rows`` as ``python -m detrlib bench <name>``; ``add_arguments``
     adds its options to the command's parser. A ``--threads N`` option (0: keep torch's setting)
-    sets torch's CPU threads for the run only, so a notebook kernel keeps its own."""
+    sets torch's CPU threads for the run only, so a notebook kernel keeps its own. ``--busy N``
+    (added to every benchmark) runs ``fn`` next to N spinning processes; a benchmark registered
+    with ``measures_busy=True`` reads ``args.busy`` itself instead, to time quiet and busy side by
+    side (:func:`take_turns_quiet_and_busy`)."""
+
+    def arguments(parser: argparse.ArgumentParser) -> None:
+        if add_arguments:
+            add_arguments(parser)
+        parser.add_argument("--busy", type=int, default=0, metavar="N",
+                            help="processes spinning on the CPU next to the measurement (default 0)")
 
     def register(fn):
         @functools.wraps(fn)
@@ -40,14 +55,48 @@ def benchmark(name: str, help: str, add_arguments: Callable[[argparse.ArgumentPa
             if getattr(args, "threads", 0):
                 torch.set_num_threads(args.threads)
             try:
-                return fn(args)
+                with busy_neighbours(0 if measures_busy else getattr(args, "busy", 0)):
+                    return fn(args)
             finally:
                 torch.set_num_threads(threads)
 
-        BENCHMARKS[name] = Benchmark(name, help, run, add_arguments)
+        BENCHMARKS[name] = Benchmark(name, help, run, arguments)
         return run
 
     return register
+
+
+# A busy neighbour: a tight loop that also ends by itself when its parent has gone (its parent id
+# changes), so a benchmark killed without cleaning up leaves nothing spinning. Ctrl-C reaches the
+# whole process group: the neighbours ignore it and the benchmark stops them.
+_SPIN = """import os, signal
+signal.signal(signal.SIGINT, signal.SIG_IGN)
+parent = os.getppid()
+print(flush=True)
+while os.getppid() == parent:
+    for _ in range(100_000):
+        pass
+"""
+
+
+@contextmanager
+def busy_neighbours(n: int):
+    """``n`` processes spinning on the CPU while the block runs, stopped when it ends, whether it
+    ends normally, by an error or by Ctrl-C. Yields their process ids."""
+    procs = []
+    try:
+        for _ in range(n):
+            procs.append(subprocess.Popen([sys.executable, "-c", _SPIN], stdin=subprocess.DEVNULL,
+                                          stdout=subprocess.PIPE))
+        for proc in procs:
+            proc.stdout.readline()  # it is spinning
+        yield [proc.pid for proc in procs]
+    finally:
+        for proc in procs:
+            proc.kill()
+        for proc in procs:
+            proc.wait()
+            proc.stdout.close()
 
 
 def load_all() -> dict:
@@ -93,24 +142,41 @@ def take_turns(jobs: dict, repeats: int, warmup: int = 1, device=None) -> dict:
     """Median seconds of each job in ``{name: callable}``: ``warmup`` untimed calls each (memory,
     kernel choice, compilation), then the jobs take turns, so a busy moment on a shared machine
     hurts them alike."""
+    return take_turns_quiet_and_busy(jobs, repeats, 0, warmup, device)[0]
+
+
+def take_turns_quiet_and_busy(jobs: dict, repeats: int, busy: int, warmup: int = 1,
+                              device=None) -> tuple[dict, dict]:
+    """:func:`take_turns`, and with ``busy`` = N > 0 each turn also times every job again next to N
+    spinning processes: ``({name: quiet median}, {name: busy median})`` (the second empty when
+    ``busy`` is 0). Quiet and busy alternate turn by turn, so both see the same machine."""
     for job in jobs.values():
         for _ in range(warmup):
             job()
     if device is not None and torch.device(device).type == "cuda":
         torch.cuda.synchronize(device)
-    times = {name: [] for name in jobs}
+    quiet, loaded = {name: [] for name in jobs}, {name: [] for name in jobs}
     for _ in range(repeats):
         for name, job in jobs.items():
-            times[name].append(seconds(job, device))
-    return {name: statistics.median(t) for name, t in times.items()}
+            quiet[name].append(seconds(job, device))
+        if busy:
+            with busy_neighbours(busy):
+                for name, job in jobs.items():
+                    loaded[name].append(seconds(job, device))
+    return _medians(quiet), _medians(loaded)
+
+
+def _medians(times: dict) -> dict:
+    return {name: statistics.median(t) for name, t in times.items() if t}
 
 
 def hf_detr(**config):
-    """Hugging Face's DetrForObjectDetection with random weights, or ``(None, why it is missing)``.
-    The benchmarks compare against it; detrlib itself never imports transformers."""
+    """Hugging Face's DetrForObjectDetection with random weights (91 classes unless ``config``
+    says ``num_labels``), or ``(None, why it is missing)``. The benchmarks compare against it;
+    detrlib itself never imports transformers."""
     try:
         import timm  # noqa: F401  (DetrConfig's default ResNet-50 backbone comes from timm)
         from transformers import DetrConfig, DetrForObjectDetection
     except ImportError as err:
         return None, f"Hugging Face rows skipped: {err.name} is not installed (pip install transformers timm)"
-    return DetrForObjectDetection(DetrConfig(num_labels=91, **config)), ""
+    return DetrForObjectDetection(DetrConfig(**{"num_labels": 91, **config})), ""

@@ -1,12 +1,15 @@
-"""``python -m detrlib bench step [--dn] [--profile quick]``: seconds per training step on the CPU.
+"""``python -m detrlib bench step [--profile quick full] [--dn] [--busy N]``: seconds per training
+step on the CPU.
 
 A step is everything the engine does per batch: forward (with the targets, for denoising),
 Hungarian matching, the set loss with auxiliary losses at every decoder layer, backward, gradient
 clipping and an AdamW update, on random images and boxes (speed does not depend on the values).
-``--profile full`` (default) is DETR-R50 as the paper trains it (91 classes, 6 + 6 layers, 100
-queries), at batch 2 and 512², next to Hugging Face's ``DetrForObjectDetection`` doing the same
-work when it is installed; ``--profile quick`` is the quick profile's small model at its own batch
-and image size. ``--dn`` also times the step with denoising queries and reports their overhead.
+``full`` is DETR-R50 as the paper trains it (91 classes, 6 + 6 layers, 100 queries), at batch 2
+and 512²; ``quick`` is the quick profile's small model at its own batch and image size. Each runs
+next to Hugging Face's ``DetrForObjectDetection`` of the same shape doing the same work, when it
+is installed. ``--dn`` also times the step with denoising queries and reports their overhead.
+``--busy N`` times every step twice in each turn, alone and next to N spinning processes, and
+reports busy / quiet: how much a busy neighbour slows a step down.
 Each number is the median of ``--repeats`` steps after a warm-up, the jobs taking turns.
 """
 from __future__ import annotations
@@ -16,12 +19,13 @@ import argparse
 import torch
 from torch import nn
 
-from detrlib.bench import benchmark, hf_detr, take_turns
+from detrlib.bench import benchmark, hf_detr, take_turns_quiet_and_busy
 
 
 def _arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--profile", choices=["full", "quick"], default="full",
-                        help="full: DETR-R50, batch 2, 512² (default); quick: the quick profile's model and batch")
+    parser.add_argument("--profile", nargs="+", choices=["quick", "full"], default=["quick", "full"],
+                        help="quick: the quick profile's model and batch; full: DETR-R50, batch 2, 512² "
+                             "(default: both)")
     parser.add_argument("--batch", type=int, help="batch size (default: 2 for full, the profile's for quick)")
     parser.add_argument("--size", type=int, help="square image size (default: 512 for full, the profile's for quick)")
     parser.add_argument("--objects", type=int, nargs="+", default=[2, 4],
@@ -82,8 +86,22 @@ def detrlib_step(cfg, images, mask, targets, dtype: torch.dtype | None = None):
     return step
 
 
+def hf_config(model_cfg) -> dict:
+    """``DetrConfig`` arguments for Hugging Face's DETR of the same shape as ``model_cfg``: its timm
+    ResNet cut after the same stage, the same widths, layers, queries and classes."""
+    m = model_cfg
+    backbone = {"model_type": "timm_backbone", "backbone": m.backbone, "num_channels": 3, "features_only": True,
+                "use_pretrained_backbone": False, "out_indices": list(range(1, m.backbone_stages + 1))}
+    return {"backbone_config": backbone, "num_labels": m.num_classes, "d_model": m.hidden_dim,
+            "encoder_layers": m.enc_layers, "decoder_layers": m.dec_layers, "encoder_ffn_dim": m.dim_feedforward,
+            "decoder_ffn_dim": m.dim_feedforward, "encoder_attention_heads": m.nheads,
+            "decoder_attention_heads": m.nheads, "num_queries": m.num_queries, "dropout": m.dropout,
+            "auxiliary_loss": m.aux_loss}
+
+
 def hf_step(model, images, targets, clip: float = 0.1):
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=1e-4)
+    """One training step of Hugging Face's DETR, with the fused AdamW its Trainer uses by default."""
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=1e-4, fused=True)
     labels = [{"class_labels": t["labels"], "boxes": t["boxes"]} for t in targets]
     model.train()
 
@@ -97,37 +115,49 @@ def hf_step(model, images, targets, clip: float = 0.1):
     return step
 
 
-@benchmark("step", add_arguments=_arguments,
-           help="seconds per training step (forward, matching, loss, backward, AdamW) on CPU; detrlib vs "
-                "Hugging Face, and --dn for denoising's overhead")
-def run(args: argparse.Namespace) -> list[dict]:
+def _profile(name: str, args: argparse.Namespace):
     from detrlib.config import Config, ModelConfig, get_profile
 
-    if args.profile == "full":
-        cfg = Config(model=ModelConfig(backbone="resnet50", num_classes=91))
-        batch, size = args.batch or 2, args.size or 512
-    else:
-        cfg = get_profile("quick")
-        batch, size = args.batch or cfg.train.batch_size, args.size or max(cfg.data.train_scales)
-    images, mask, targets = _batch(batch, size, args.objects, cfg.model.num_classes)
-    groups = [0] + ([args.dn_groups] if args.dn else [])
-    jobs = {g: detrlib_step(cfg.replace(**{"model.dn_groups": g}), images, mask, targets) for g in groups}
-    hf, why = (None, "Hugging Face rows skipped") if args.no_hf or args.profile != "full" else hf_detr(auxiliary_loss=True)
-    if why and args.profile == "full":
-        print(why)
-    if hf is not None:
-        jobs["hf"] = hf_step(hf, images, targets)
-    seconds = take_turns(jobs, args.repeats)
+    if name == "full":
+        return Config(model=ModelConfig(backbone="resnet50", num_classes=91)), args.batch or 2, args.size or 512
+    cfg = get_profile("quick")
+    return cfg, args.batch or cfg.train.batch_size, args.size or max(cfg.data.train_scales)
 
-    pad = max(args.objects[i % len(args.objects)] for i in range(batch))
-    name = f"{cfg.model.backbone} d{cfg.model.hidden_dim} {cfg.model.enc_layers}+{cfg.model.dec_layers} b{batch} {size}²"
+
+@benchmark("step", add_arguments=_arguments, measures_busy=True,
+           help="seconds per training step (forward, matching, loss, backward, AdamW) on CPU; detrlib vs "
+                "Hugging Face, --dn for denoising's overhead, --busy N next to N spinning processes")
+def run(args: argparse.Namespace) -> list[dict]:
+    print(f"{torch.get_num_threads()} torch threads, median of {args.repeats} steps"
+          + (f", quiet and next to {args.busy} spinning processes, turn by turn" if args.busy else ""))
     rows = []
-    for g in groups:
-        row = {"model": name, "dn_groups": g, "queries": cfg.model.num_queries + g * pad, "detrlib s/step": seconds[g]}
-        if g:
-            row["dn overhead"] = f"{seconds[g] / seconds[0] - 1:+.1%}"
-        elif "hf" in seconds:
-            row["HF s/step"] = seconds["hf"]
-            row["HF / detrlib"] = seconds["hf"] / seconds[0]
-        rows.append(row)
+    for profile in args.profile:
+        cfg, batch, size = _profile(profile, args)
+        images, mask, targets = _batch(batch, size, args.objects, cfg.model.num_classes)
+        groups = [0] + ([args.dn_groups] if args.dn else [])
+        jobs = {g: detrlib_step(cfg.replace(**{"model.dn_groups": g}), images, mask, targets) for g in groups}
+        hf, why = (None, "Hugging Face rows skipped (--no-hf)") if args.no_hf else hf_detr(**hf_config(cfg.model))
+        if why and not args.no_hf:
+            print(why)
+        if hf is not None:
+            jobs["hf"] = hf_step(hf, images, targets, cfg.train.clip_max_norm)
+        quiet, busy = take_turns_quiet_and_busy(jobs, args.repeats, args.busy)
+
+        pad = max(args.objects[i % len(args.objects)] for i in range(batch))
+        name = f"{cfg.model.backbone} d{cfg.model.hidden_dim} {cfg.model.enc_layers}+{cfg.model.dec_layers} b{batch} {size}²"
+        for g in groups:
+            row = {"model": name, "dn_groups": g, "queries": cfg.model.num_queries + g * pad,
+                   "detrlib s/step": quiet[g]}
+            if busy:
+                row["busy s/step"] = busy[g]
+                row["busy/quiet"] = busy[g] / quiet[g]
+            if g:
+                row["dn overhead"] = f"{quiet[g] / quiet[0] - 1:+.1%}"
+            elif "hf" in quiet:
+                row["HF s/step"] = quiet["hf"]
+                row["HF / detrlib"] = quiet["hf"] / quiet[0]
+                if busy:
+                    row["HF busy s/step"] = busy["hf"]
+                    row["HF busy/quiet"] = busy["hf"] / quiet["hf"]
+            rows.append(row)
     return rows

@@ -72,8 +72,11 @@ class DETR(nn.Module):
 
     def predict(self, hs: torch.Tensor) -> dict:
         """Heads on every decoder layer's output ``hs [layers, B, Q, d]``; the last layer is the answer."""
-        logits = self.class_embed(hs)
-        boxes = self.bbox_embed(hs).sigmoid()
+        return self.outputs(self.class_embed(hs), self.bbox_embed(hs).sigmoid())
+
+    def outputs(self, logits: torch.Tensor, boxes: torch.Tensor) -> dict:
+        """The heads' ``[layers, B, Q, ...]`` results as DETR's outputs: the last layer's, and the
+        earlier layers' as ``aux_outputs``."""
         out = {"pred_logits": logits[-1], "pred_boxes": boxes[-1]}
         if self.aux_loss:
             out["aux_outputs"] = [{"pred_logits": a, "pred_boxes": b} for a, b in zip(logits[:-1], boxes[:-1])]
@@ -102,9 +105,11 @@ class DETR(nn.Module):
         query_pos = torch.cat([dn.pos, self.query_embed.weight.expand(len(tokens), -1, -1)], 1)
         tgt = torch.cat([dn.content, torch.zeros_like(query_pos[:, n:])], 1)  # DETR's zero content
         hs, _ = self.transformer(tokens, pos, padding, query_pos, tgt, dn.attn_mask)
-        out = self.predict(hs[:, :, n:])
+        # the heads run once on all the queries; their results are split after
+        logits, boxes = self.class_embed(hs), self.bbox_embed(hs).sigmoid()
+        out = self.outputs(logits[:, :, n:], boxes[:, :, n:])
         if n:
-            out["dn_outputs"] = self.predict(hs[:, :, :n])
+            out["dn_outputs"] = self.outputs(logits[:, :, :n], boxes[:, :, :n])
         out["dn_meta"] = dn.meta()
         return out
 
