@@ -268,8 +268,20 @@ def check_device(cfg: Config) -> None:
 
 
 def get_profile(name: str | None = None) -> Config:
-    """The settings of a profile (see :func:`resolve_profile` for how it is chosen)."""
-    return profile_settings(resolve_profile(name))
+    """The settings of a profile (see :func:`resolve_profile` for how it is chosen), changed by
+    ``DETRLIB_SET`` when set: a JSON object of dotted fields, e.g.
+    ``DETRLIB_SET='{"train.max_steps": 300}'``, which runs every chapter with those changes."""
+    cfg = profile_settings(resolve_profile(name))
+    changes = os.environ.get("DETRLIB_SET")
+    if not changes:
+        return cfg
+    try:
+        changes = json.loads(changes)
+    except json.JSONDecodeError as err:
+        raise ValueError(f"DETRLIB_SET is not a JSON object ({err}): write it as '{{\"train.max_steps\": 300}}'") from None
+    if not isinstance(changes, dict):
+        raise ValueError("DETRLIB_SET must be a JSON object of dotted fields, e.g. '{\"train.max_steps\": 300}'")
+    return cfg.replace(**{k: tuple(v) if isinstance(v, list) else v for k, v in changes.items()})
 
 
 def profile_settings(name: str) -> Config:

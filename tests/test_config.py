@@ -80,3 +80,14 @@ def test_repository_file_prefers_the_checkout_then_downloads_once_and_checks_the
     with pytest.raises(ValueError, match="SHA-256 .* expected 0+: the download was damaged"):
         repository_file("checkpoints/not-in-the-checkout.pt", "0" * 64)
     assert not path.exists()  # a damaged file is not kept
+
+
+def test_detrlib_set_changes_the_settings_a_chapter_runs(monkeypatch):
+    monkeypatch.setenv("DETRLIB_PROFILE", "smoke")
+    monkeypatch.setenv("DETRLIB_SET", '{"train.max_steps": 7, "data.train_scales": [32, 48]}')
+    cfg = get_profile()
+    assert cfg.train.max_steps == 7 and cfg.data.train_scales == (32, 48) and cfg.profile == "smoke"
+    assert profile_settings("smoke").train.max_steps == 3  # showing a recipe: as it is
+    monkeypatch.setenv("DETRLIB_SET", "train.max_steps=7")
+    with pytest.raises(ValueError, match="DETRLIB_SET is not a JSON object"):
+        get_profile()
