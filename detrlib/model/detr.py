@@ -18,11 +18,11 @@ from torch import nn
 from torchvision.ops import box_convert
 
 from detrlib.config import ModelConfig
-from detrlib.matcher import check_targets
 from detrlib.model.backbone import Backbone, Joiner
 from detrlib.model.denoising import Denoiser
 from detrlib.model.position_encoding import build_position_encoding
 from detrlib.model.transformer import Transformer
+from detrlib.targets import check_targets
 
 
 class MLP(nn.Module):
