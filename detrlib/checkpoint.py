@@ -96,10 +96,7 @@ def read_state_dict(path_or_url: str | Path) -> tuple[dict, str]:
     path = fetch(source) if is_url else Path(source)
     if not path.exists():
         raise FileNotFoundError(f"checkpoint {path} not found: pass a path or the URL {OFFICIAL_R50_URL}")
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # pickle errors come in many types
-        raise ValueError(f"{path} is not a weights-only checkpoint ({type(err).__name__}: {err})") from err
+    obj = load_checkpoint(path)
     sd = obj.get("model", obj) if isinstance(obj, dict) else None
     if not isinstance(sd, dict) or not sd or not all(torch.is_tensor(v) for v in sd.values()):
         raise ValueError(f"{path} is not in the official format {{'model': state_dict}}")
@@ -214,13 +211,35 @@ def _all_finite(state_dict: dict) -> bool:
 
 def atomic_save(state: dict, path: Path) -> Path:
     """``torch.save`` to a temporary file, synced, then renamed: a crash never leaves half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    with open(tmp, "wb") as f:
-        torch.save(state, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    return atomic_write(path, lambda f: torch.save(state, f))
+
+
+def atomic_write_text(path: Path, text: str) -> Path:
+    """Write ``text`` as :func:`atomic_save` writes a checkpoint."""
+    return atomic_write(path, lambda f: f.write(text.encode()))
+
+
+def atomic_write(path: Path, write) -> Path:
+    """Call ``write(file)`` on ``<path>.tmp``, sync it and rename it to ``path``. When that fails
+    (a read-only folder, a full disk) the temporary file is removed and an ``OSError`` names
+    ``path``; no ``.tmp`` file is ever taken for a checkpoint (:func:`list_checkpoints`)."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(tmp, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except (OSError, RuntimeError) as err:  # torch.save reports a failed write as a RuntimeError
+        tmp.unlink(missing_ok=True)
+        reason = err.strerror if isinstance(err, OSError) and err.strerror else str(err).splitlines()[0]
+        raise OSError(getattr(err, "errno", None), f"cannot write {path}: {reason}; free some space, or "
+                      "choose a folder you can write to") from err
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     return path
 
 
@@ -251,18 +270,63 @@ def list_checkpoints(directory: str | Path) -> list[Path]:
     return sorted(p for p in directory.iterdir() if _NAME.match(p.name))
 
 
-def load_checkpoint(path: str | Path, map_location="cpu") -> dict:
-    return torch.load(path, map_location=map_location, weights_only=True)
+class CheckpointError(ValueError):
+    """A file that cannot be read as a checkpoint; the message names it and says what it is not."""
+
+
+_MAGIC = {b"\x89PNG": "a PNG image", b"\xff\xd8\xff": "a JPEG image", b"\x93NUMPY": "a NumPy array file",
+          b"\x1f\x8b": "a gzip archive", b"{": "a JSON or text file", b"<": "an HTML or XML file"}
+
+
+def load_checkpoint(path: str | Path, map_location="cpu"):
+    """What ``torch.save`` wrote to ``path``, read as data only (``weights_only=True``: tensors and
+    plain Python values, never code). Raises :class:`CheckpointError` naming the file and what is
+    wrong with it: empty, cut short or damaged, not a PyTorch file, or holding objects beyond data."""
+    path = Path(path)
+    if path.is_dir():
+        raise CheckpointError(f"{path} is a folder, not a checkpoint file")
+    with open(path, "rb") as f:
+        head = f.read(16)
+    if not head:
+        raise CheckpointError(f"{path} is empty (0 bytes), not a checkpoint: its writing was interrupted")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch's warnings about unusual pickles: the error says it all
+            return torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as err:  # torch reports damage in several exception types
+        raise CheckpointError(f"{path} {_not_a_checkpoint(head, err)}") from None
+
+
+def _not_a_checkpoint(head: bytes, err: Exception) -> str:
+    """What a file that ``torch.load(weights_only=True)`` refused is, from its first bytes and the error."""
+    text = str(err)
+    code = re.search(r"GLOBAL ([\w.]+)", text)
+    if code:
+        return (f"holds Python objects beyond tensors ({code[1]}), which could run code: detrlib reads "
+                "checkpoints as data only and refuses it; it is not a detrlib or DETR checkpoint")
+    if head.startswith(b"PK\x03\x04"):  # torch.save's zip archive
+        if "subdirectory" in text or "data.pkl" in text:
+            return "is a zip archive, but not one torch.save wrote: it is not a checkpoint"
+        return "is a PyTorch checkpoint that is damaged or cut short (an interrupted write or copy)"
+    if head.startswith(b"\x80\x02\x8a\nl\xfc\x9cF\xf9 j\xa8P\x19"):  # torch.save's older format (its magic number)
+        return "is a PyTorch checkpoint (older format) that is damaged or cut short (an interrupted write or copy)"
+    if head.startswith(b"\x80"):
+        return "is a Python pickle, not a file torch.save wrote: it is not a checkpoint"
+    kind = next((name for magic, name in _MAGIC.items() if head.startswith(magic)), "")
+    if not kind and all(32 <= b < 127 or b in b"\t\r\n" for b in head):
+        kind = "a text file"
+    return f"is {kind}, not a checkpoint" if kind else "is not a file PyTorch wrote (random bytes?): it is not a checkpoint"
 
 
 def load_latest(directory: str | Path, map_location="cpu") -> dict | None:
-    """The newest checkpoint that loads, falling back (with a warning) past corrupt ones; None if none."""
+    """The newest checkpoint that loads, falling back (with a warning) past damaged ones; None if none."""
     for path in reversed(list_checkpoints(directory)):
         try:
             state = load_checkpoint(path, map_location)
-        except Exception as err:  # a truncated or corrupt file: try the one before
-            warnings.warn(f"checkpoint {path} is unreadable ({type(err).__name__}: {err}); "
-                          "falling back to the previous one", stacklevel=2)
+            if not isinstance(state, dict) or "model" not in state:
+                raise CheckpointError(f"{path} is not a detrlib run checkpoint")
+        except CheckpointError as err:  # a truncated or damaged file: try the one before
+            warnings.warn(f"{err}; falling back to the checkpoint before it", stacklevel=2)
             continue
         state["path"] = str(path)
         return state
@@ -287,24 +351,77 @@ def reference_checkpoint(profile: str = "quick") -> Path:
 
 def load_trained(path: str | Path, map_location="cpu"):
     """``(model, config, state)`` from a run checkpoint, ``best.pt``, or a run folder (its ``best.pt``,
-    else its newest checkpoint)."""
-    from detrlib.config import Config
+    else, with a warning when ``best.pt`` is damaged, its newest readable checkpoint).
+
+    The stored config is checked, and the weights' shapes against it, before the model is built.
+    """
+    from detrlib.config import Config, ConfigError
     from detrlib.model import build_model
 
     path = Path(path)
     if path.is_dir():
-        best = path / "checkpoints" / "best.pt"
-        state = load_checkpoint(best, map_location) if best.exists() else load_latest(path / "checkpoints", map_location)
-        if state is None:
-            raise FileNotFoundError(f"{path} holds no checkpoint (looked in {path / 'checkpoints'}): train first")
+        state, path = _trained_state(path, map_location)
     elif path.exists():
-        state = load_checkpoint(path, map_location)
+        try:
+            state = load_checkpoint(path, map_location)
+        except CheckpointError as err:
+            raise CheckpointError(f"{err}; pass another checkpoint, or a run folder to use its newest readable "
+                                  "one") from None
     else:
         raise FileNotFoundError(f"checkpoint {path} does not exist")
-    if "config" not in state:
-        raise ValueError(f"{path} is not a detrlib run checkpoint (no 'config'); for the official DETR "
-                         "weights use load_official_checkpoint")
-    cfg = Config.from_dict(state["config"])
+    if not isinstance(state, dict) or "config" not in state or not _is_state_dict(state.get("model")):
+        official = isinstance(state, dict) and _is_state_dict(state.get("model"))
+        raise CheckpointError(
+            f"{path} is official-format DETR weights, not a detrlib run checkpoint: start training from it "
+            f"with --init-checkpoint {path}" if official else
+            f"{path} is a PyTorch file but not a detrlib checkpoint (it has no model weights and config): "
+            "pass a checkpoint that detrlib's train or prune wrote, or a run folder")
+    try:
+        cfg = Config.from_dict(state["config"])
+    except ConfigError as err:
+        raise CheckpointError(f"{path}: its stored config is not valid ({err}): the file is damaged, or from "
+                              "another program or detrlib version") from None
+    _check_shapes(path, cfg.model, state["model"])
     model = build_model(cfg.model)
-    model.load_state_dict(state["model"])
+    try:
+        model.load_state_dict(state["model"])
+    except RuntimeError as err:
+        raise CheckpointError(f"{path}: its weights do not fit the model its config describes "
+                              f"({str(err).splitlines()[1].strip()}): the file is damaged or from another program") from None
     return model.eval(), cfg, state
+
+
+def _trained_state(folder: Path, map_location) -> tuple[dict, Path]:
+    """The checkpoint of a run folder to evaluate: ``best.pt``, else the newest readable one."""
+    best, problem = folder / "checkpoints" / "best.pt", ""
+    if best.exists():
+        try:
+            return load_checkpoint(best, map_location), best
+        except CheckpointError as err:
+            problem = str(err)
+    state = load_latest(folder / "checkpoints", map_location)
+    if state is None:
+        raise FileNotFoundError(f"{folder} holds no readable checkpoint (looked in {folder / 'checkpoints'}): "
+                                "train first, or pass another run folder")
+    if problem:
+        warnings.warn(f"{problem}; using the newest readable checkpoint, {state['path']}", stacklevel=3)
+    return state, Path(state["path"])
+
+
+def _is_state_dict(obj) -> bool:
+    return isinstance(obj, dict) and bool(obj) and all(torch.is_tensor(v) for v in obj.values())
+
+
+def _check_shapes(path: Path, m, state_dict: dict) -> None:
+    """Refuse weights whose shapes disagree with the config, before building a model from it: a
+    consistent config cannot ask for much more memory than the file's own tensors hold."""
+    expected = {"query_embed.weight": (m.num_queries, m.hidden_dim), "class_embed.weight": (m.num_classes + 1, m.hidden_dim),
+                f"transformer.decoder.layers.{m.dec_layers - 1}.linear1.weight": (m.dim_feedforward, m.hidden_dim)}
+    if m.enc_layers:
+        expected[f"transformer.encoder.layers.{m.enc_layers - 1}.linear1.weight"] = (m.dim_feedforward, m.hidden_dim)
+    for key, shape in expected.items():
+        have = tuple(state_dict[key].shape) if key in state_dict else None
+        if have != shape:
+            raise CheckpointError(f"{path}: its weights do not match its stored config ({key} is "
+                                  f"{list(have) if have else 'missing'}, the config asks for {list(shape)}): "
+                                  "the file is damaged or from another program")

@@ -1,8 +1,16 @@
-"""The command line: ``python -m detrlib <command> --help``."""
+"""The command line: ``python -m detrlib <command> --help``.
+
+A user's mistake (a bad flag or value, damaged data, a damaged checkpoint, a full disk) ends the
+command with one line naming the file or field and what to do, and exit code 1; ``--debug`` (or
+``DETRLIB_DEBUG=1``) shows the Python traceback instead, for bug reports.
+"""
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+import warnings
+from pathlib import Path
 
 
 def _bench(args: argparse.Namespace) -> int:
@@ -17,9 +25,10 @@ def _bench(args: argparse.Namespace) -> int:
 def _make_toy(args: argparse.Namespace) -> int:
     import time
 
-    from detrlib.data.toy import ToySpec, make_toy_voc
+    from detrlib.data.toy import YEAR, ToySpec, make_toy_voc
 
     spec = ToySpec(image_size=args.image_size, max_objects=args.max_objects, clutter=args.clutter)
+    _check_new([Path(args.root) / "VOCdevkit" / YEAR], "--root")
     start = time.perf_counter()
     year_dir = make_toy_voc(args.root, args.train, args.val, args.seed, spec)
     print(f"wrote {args.train} train + {args.val} val images to {year_dir} in {time.perf_counter() - start:.1f} s")
@@ -76,7 +85,7 @@ def _download(args: argparse.Namespace) -> int:
 
 
 def _config_from_args(args: argparse.Namespace):
-    from detrlib.config import get_profile, profile_settings
+    from detrlib.config import get_profile, parse_setting, profile_settings
 
     cfg = profile_settings(args.profile) if args.profile else get_profile()  # a flag wins over DETRLIB_PROFILE
     changes = {
@@ -93,37 +102,20 @@ def _config_from_args(args: argparse.Namespace):
         changes.setdefault("data.train_sets", ("VOC2007:trainval", "VOC2012:trainval"))
         changes.setdefault("data.val_sets", ("VOC2007:test",))
     for item in args.set or []:
-        key, _, value = item.partition("=")
-        changes[key] = _parse_value(value)
+        key, value = parse_setting(item)
+        changes[key] = value
     return cfg.replace(**changes)
 
 
-def _parse_value(text: str):
-    import json
-
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError:
-        return text
-    return tuple(value) if isinstance(value, list) else value
-
-
 def _train(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
     import torch
 
-    from detrlib.checkpoint import list_checkpoints
     from detrlib.config import check_device
     from detrlib.engine import read_metrics, run_dir, train
 
     cfg = _config_from_args(args)
     check_device(cfg)
     out = run_dir(cfg) if args.out is None else Path(args.out)
-    if list_checkpoints(out / "checkpoints") and not args.resume:
-        print(f"python -m detrlib train: {out} already holds checkpoints: pass --resume to continue that run, "
-              "or choose another --out", file=sys.stderr)
-        return 1
     print(cfg.describe())
     try:
         train(cfg, out, resume=args.resume)
@@ -143,12 +135,15 @@ def _train(args: argparse.Namespace) -> int:
 def _eval(args: argparse.Namespace) -> int:
     from detrlib.checkpoint import load_trained
     from detrlib.config import pick_device
-    from detrlib.data import build_dataset, build_loader
+    from detrlib.data import DataError, build_dataset, build_loader, trained_classes
+    from detrlib.data.voc import abbreviate
     from detrlib.engine import predict, to_json
     from detrlib.evaluate import evaluate_detections, ground_truth, save_results
     from detrlib.model import PostProcess
 
-    model, cfg, _ = load_trained(args.checkpoint)
+    if args.save_results:
+        _check_new([args.save_results], "--save-results file")
+    model, cfg, state = load_trained(args.checkpoint)
     if args.data is not None:
         cfg = cfg.replace(**{"data.root": args.data, "data.val_sets": tuple(args.split or ("VOC2007:test",))})
     elif args.split:
@@ -157,6 +152,11 @@ def _eval(args: argparse.Namespace) -> int:
         cfg = cfg.replace(**{"data.val_subset": 0})
     device = pick_device(args.device)
     dataset = build_dataset(cfg.data, "val")
+    classes = trained_classes(cfg, state)
+    if tuple(dataset.classes) != classes:
+        raise DataError(f"{args.checkpoint} was trained on {len(classes)} classes ({abbreviate(classes)}) but "
+                        f"{dataset.describe_sets()} has {len(dataset.classes)} ({abbreviate(dataset.classes)}): "
+                        "evaluate on data with the checkpoint's classes (a year folder's classes.txt lists them)")
     loader = build_loader(dataset, cfg.train.batch_size, train=False, num_workers=cfg.data.num_workers)
     predictions = predict(model.to(device), loader, PostProcess(), device)
     metrics = evaluate_detections(ground_truth(dataset), predictions, list(dataset.classes), voc07=args.voc07)
@@ -173,8 +173,6 @@ def _eval(args: argparse.Namespace) -> int:
 
 
 def _predict(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
     import matplotlib
 
     matplotlib.use("Agg")
@@ -182,19 +180,23 @@ def _predict(args: argparse.Namespace) -> int:
     import torch
 
     from detrlib.checkpoint import load_trained
-    from detrlib.data import collate
+    from detrlib.data import collate, trained_classes
     from detrlib.data.transforms import build_val_transforms
-    from detrlib.data.voc import load_image
+    from detrlib.data.voc import check_size, image_file, image_header, load_image
     from detrlib.model import PostProcess
     from detrlib.viz import draw_boxes
 
-    model, cfg, _ = load_trained(args.checkpoint)
-    classes = _class_names(cfg)
+    model, cfg, state = load_trained(args.checkpoint)
+    classes = trained_classes(cfg, state)
     transform = build_val_transforms(cfg.data)
     postprocess = PostProcess(threshold=args.threshold)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    for path in map(Path, args.images):
+    inputs = [Path(p) for p in args.images]
+    for path in inputs:  # every input usable before any picture is written
+        check_size(path, *image_header(image_file(path))[:2], cfg.data.max_size)
+    targets = _picture_names(inputs, Path(args.out))
+    _check_new(targets, "--out")
+    targets[0].parent.mkdir(parents=True, exist_ok=True)
+    for path, target in zip(inputs, targets):
         image = load_image(path)
         tensor, _ = transform(image, {})
         images, mask, _ = collate([(tensor.as_subclass(torch.Tensor), {})])
@@ -202,7 +204,6 @@ def _predict(args: argparse.Namespace) -> int:
             result = postprocess(model(images, mask), [image.size[::-1]])[0]
         fig, ax = plt.subplots(figsize=(6, 6 * image.size[1] / image.size[0]))
         draw_boxes(ax, image, result["boxes"], result["labels"], classes, scores=result["scores"])
-        target = out / f"{path.stem}_pred.png"
         fig.savefig(target, bbox_inches="tight")
         plt.close(fig)
         print(f"{path}: {len(result['scores'])} boxes above {args.threshold} -> {target}")
@@ -210,8 +211,6 @@ def _predict(args: argparse.Namespace) -> int:
 
 
 def _prune(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
     from detrlib.checkpoint import load_trained
     from detrlib.config import pick_device
     from detrlib.data import build_dataset, build_loader
@@ -220,7 +219,10 @@ def _prune(args: argparse.Namespace) -> int:
     from detrlib.prune import finetune_config, prune, save_pruned
 
     source = Path(args.checkpoint)
-    model, cfg, _ = load_trained(source)
+    run = source if source.is_dir() else source.parent.parent
+    out = Path(args.out) if args.out else run / "pruned" / f"dec{args.dec_layers}-q{args.num_queries}-{args.by}.pt"
+    _check_new([out], "--out")
+    model, cfg, state = load_trained(source)
     model.to(pick_device(cfg.train.device))  # where query usage is measured
     loader = None
     if args.by == "usage":
@@ -228,9 +230,7 @@ def _prune(args: argparse.Namespace) -> int:
         loader = build_loader(dataset, cfg.train.batch_size, train=False, num_workers=cfg.data.num_workers)
         print(f"measuring query usage on {len(dataset)} images of {dataset.describe_sets()}")
     pruned = prune(model, args.dec_layers, args.num_queries, args.by, loader, config=cfg)
-    run = source if source.is_dir() else source.parent.parent
-    out = Path(args.out) if args.out else run / "pruned" / f"dec{args.dec_layers}-q{args.num_queries}-{args.by}.pt"
-    save_pruned(pruned, out)
+    save_pruned(pruned, out, classes=state.get("classes"))
     before, after = (count_parameters(m)[-1]["total"] for m in (model, pruned.model))
     print(f"{pruned}\nparameters {before:,} -> {after:,}; wrote {out}")
     if args.finetune_steps:
@@ -257,12 +257,45 @@ def _ablate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _class_names(cfg) -> list[str]:
-    from detrlib.data import data_root
-    from detrlib.data.voc import parse_sets, read_classes
+def _check_new(paths, option: str) -> None:
+    """Refuse to write over what the user has: nothing a command writes may exist already."""
+    for path in paths:
+        if Path(path).exists():
+            raise FileExistsError(f"{path} already exists: choose another {option}, or move it away first")
 
-    year_dir, _ = parse_sets(data_root(cfg.data), cfg.data.val_sets)[0]
-    return list(read_classes(year_dir))
+
+def _picture_names(inputs: list[Path], out: Path) -> list[Path]:
+    """``out/<stem>_pred.png`` for each input; inputs with the same stem get ``<stem>-2``, ``-3``, ..."""
+    names: list[Path] = []
+    for path in inputs:
+        stem, n = path.stem, 1
+        while (target := out / f"{stem if n == 1 else f'{stem}-{n}'}_pred.png") in names:
+            n += 1
+        names.append(target)
+    return names
+
+
+def _field(key: str):
+    """An argparse type reading a flag as the config field ``key``, checked as a config checks it."""
+    def read(text: str):
+        from detrlib.config import ConfigError, check_value, parse_setting
+
+        try:
+            return check_value(key, parse_setting(f"{key}={text}")[1])
+        except ConfigError as err:
+            raise argparse.ArgumentTypeError(str(err)) from None
+
+    return read
+
+
+def _probability(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"must be a number in [0, 1], got {text!r}")
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -273,12 +306,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     toy = commands.add_parser("make-toy", help="write the generated toy VOC (a VOCdevkit tree)")
     toy.add_argument("--root", required=True, help="folder to write VOCdevkit/VOCtoy into")
-    toy.add_argument("--train", type=int, default=2000, help="training images (default 2000)")
-    toy.add_argument("--val", type=int, default=300, help="validation images (default 300)")
-    toy.add_argument("--seed", type=int, default=0)
-    toy.add_argument("--image-size", type=int, default=128, help="longer side in pixels (default 128)")
-    toy.add_argument("--max-objects", type=int, default=6, help="objects per image, at most (default 6)")
-    toy.add_argument("--clutter", type=float, default=4.0, help="distractors per image on average (default 4)")
+    toy.add_argument("--train", type=_field("data.toy_train"), default=2000, help="training images (default 2000)")
+    toy.add_argument("--val", type=_field("data.toy_val"), default=300, help="validation images (default 300)")
+    toy.add_argument("--seed", type=_field("data.toy_seed"), default=0)
+    toy.add_argument("--image-size", type=_field("data.toy_image_size"), default=128,
+                     help="longer side in pixels (default 128)")
+    toy.add_argument("--max-objects", type=_field("data.toy_max_objects"), default=6,
+                     help="objects per image, at most (default 6)")
+    toy.add_argument("--clutter", type=_field("data.toy_clutter"), default=4.0,
+                     help="distractors per image on average (default 4)")
     toy.set_defaults(func=_make_toy)
 
     stats = commands.add_parser("stats", help="images, objects per class and box sizes of a VOC-format tree")
@@ -315,19 +351,19 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--out", help="run folder (default: one per configuration under the runs folder)")
     train.add_argument("--resume", action="store_true",
                        help="continue the run in --out from its newest readable checkpoint")
-    train.add_argument("--epochs", type=int)
-    train.add_argument("--max-steps", type=int, help="stop after this many optimizer steps")
-    train.add_argument("--max-minutes", type=float,
+    train.add_argument("--epochs", type=_field("train.epochs"))
+    train.add_argument("--max-steps", type=_field("train.max_steps"), help="stop after this many optimizer steps (0: no cap)")
+    train.add_argument("--max-minutes", type=_field("train.max_minutes"),
                        help="stop cleanly (evaluation, checkpoint) after this many minutes, resumed sessions included")
-    train.add_argument("--batch-size", type=int)
-    train.add_argument("--lr", type=float, help="transformer learning rate")
+    train.add_argument("--batch-size", type=_field("train.batch_size"))
+    train.add_argument("--lr", type=_field("train.lr"), help="transformer learning rate")
     train.add_argument("--amp", choices=["off", "auto", "bf16", "fp16"], help="mixed precision")
-    train.add_argument("--seed", type=int)
-    train.add_argument("--dn-groups", type=int, help="denoising groups (chapter 5); 0 turns denoising off")
-    train.add_argument("--dec-layers", type=int, help="decoder layers")
-    train.add_argument("--num-queries", type=int, help="object queries")
+    train.add_argument("--seed", type=_field("train.seed"))
+    train.add_argument("--dn-groups", type=_field("model.dn_groups"), help="denoising groups (chapter 5); 0 turns denoising off")
+    train.add_argument("--dec-layers", type=_field("model.dec_layers"), help="decoder layers")
+    train.add_argument("--num-queries", type=_field("model.num_queries"), help="object queries")
     train.add_argument("--init-checkpoint", help="official DETR weights to start from (path or URL)")
-    train.add_argument("--checkpoint-every", type=int, help="also checkpoint every N steps, mid-epoch")
+    train.add_argument("--checkpoint-every", type=_field("train.checkpoint_every"), help="also checkpoint every N steps, mid-epoch")
     train.add_argument("--set", action="append", metavar="SECTION.FIELD=VALUE",
                        help="any other config field, e.g. --set train.lr_drop=30 (repeatable)")
     train.set_defaults(func=_train)
@@ -341,14 +377,14 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--all-images", action="store_true",
                           help="every image of the run's validation sets, not the fixed subset its evaluations used")
     evaluate.add_argument("--save-results", metavar="FILE", help="write predictions as COCO results JSON")
-    evaluate.add_argument("--device", default="auto")
+    evaluate.add_argument("--device", type=_field("train.device"), default="auto")
     evaluate.set_defaults(func=_eval)
 
     pred = commands.add_parser("predict", help="draw a checkpoint's detections on images")
     pred.add_argument("images", nargs="+", help="image files")
     pred.add_argument("--checkpoint", required=True, help="a run checkpoint, best.pt, or a run folder")
     pred.add_argument("--out", default="predictions", help="folder for the pictures (default ./predictions)")
-    pred.add_argument("--threshold", type=float, default=0.5, help="lowest score drawn (default 0.5)")
+    pred.add_argument("--threshold", type=_probability, default=0.5, help="lowest score drawn (default 0.5)")
     pred.set_defaults(func=_predict)
 
     prune = commands.add_parser(
@@ -357,12 +393,13 @@ def build_parser() -> argparse.ArgumentParser:
                     "queries, the first N or the N most often matched to an object on the run's validation "
                     "set. Writes a checkpoint that eval and predict read, and can fine-tune it.")
     prune.add_argument("--checkpoint", required=True, help="a run folder, run checkpoint or best.pt")
-    prune.add_argument("--dec-layers", type=int, required=True, help="decoder layers to keep (the first ones)")
-    prune.add_argument("--num-queries", type=int, required=True, help="object queries to keep")
+    prune.add_argument("--dec-layers", type=_field("model.dec_layers"), required=True,
+                       help="decoder layers to keep (the first ones)")
+    prune.add_argument("--num-queries", type=_field("model.num_queries"), required=True, help="object queries to keep")
     prune.add_argument("--by", choices=["first", "usage"], default="first",
                        help="which queries: the first N, or the N most used on the validation set (default first)")
     prune.add_argument("--out", help="pruned checkpoint file (default: RUN/pruned/decK-qN-BY.pt)")
-    prune.add_argument("--finetune-steps", type=int, default=0,
+    prune.add_argument("--finetune-steps", type=_field("train.max_steps"), default=0,
                        help="then fine-tune for this many steps at a tenth of the run's learning rates (default 0)")
     prune.set_defaults(func=_prune)
 
@@ -396,21 +433,59 @@ def build_parser() -> argparse.ArgumentParser:
         if entry.add_arguments:
             entry.add_arguments(sub)
         sub.set_defaults(func=_bench, benchmark=entry)
+    _add_debug(parser)
     return parser
+
+
+def _add_debug(parser: argparse.ArgumentParser, top: bool = True) -> None:
+    """``--debug`` on the command and on every subcommand (``python -m detrlib train ... --debug``)."""
+    parser.add_argument("--debug", action="store_true", default=False if top else argparse.SUPPRESS,
+                        help="show the Python traceback of an error (also DETRLIB_DEBUG=1), for bug reports")
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                _add_debug(sub, top=False)
+
+
+def _describe(err: BaseException) -> str:
+    """One line for a user's mistake."""
+    if isinstance(err, OSError) and err.strerror:
+        return f"{err.filename}: {err.strerror}" if err.filename else err.strerror
+    return str(err)
+
+
+def _is_user_error(err: Exception) -> bool:
+    """Whether ``err`` is a user's mistake (bad data, field, file or disk; DataError, ConfigError and
+    CheckpointError are ValueErrors) rather than a bug."""
+    from detrlib.data.download import DownloadError
+    from detrlib.runfolder import RunFolderError
+
+    torch = sys.modules.get("torch")
+    out_of_memory = (torch.cuda.OutOfMemoryError,) if torch else ()
+    return isinstance(err, (ValueError, OSError, DownloadError, RunFolderError, FloatingPointError, *out_of_memory))
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = build_parser().parse_args(argv)
     args.argv = argv  # the command line, for the results files that record it
-    from detrlib.data.download import DownloadError
-    from detrlib.data.voc import DataError
-
-    try:
+    if args.debug or os.environ.get("DETRLIB_DEBUG", "0") not in ("", "0"):
         return args.func(args)
-    except (DataError, DownloadError, FileNotFoundError, ValueError) as e:
-        print(f"python -m detrlib {args.command}: {e}", file=sys.stderr)
-        return 1
+    name = f"python -m detrlib {args.command}"
+    with warnings.catch_warnings():
+        warnings.showwarning = lambda message, *_: print(f"{name}: warning: {message}", file=sys.stderr)
+        try:
+            return args.func(args)
+        except KeyboardInterrupt:
+            print(f"{name}: interrupted", file=sys.stderr)
+            return 130
+        except Exception as err:
+            if _is_user_error(err):
+                print(f"{name}: {_describe(err)}", file=sys.stderr)
+            else:  # a bug: one line here too, and the traceback on request
+                print(f"{name}: unexpected {type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''} "
+                      "(a bug in detrlib? rerun with --debug and report the traceback)", file=sys.stderr)
+    return 1
 
 
 if __name__ == "__main__":

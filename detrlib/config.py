@@ -12,10 +12,15 @@ A chapter picks ``gpu`` on a CUDA GPU and ``quick`` otherwise in its ``parameter
 from __future__ import annotations
 
 import dataclasses
+import difflib
+import functools
 import hashlib
 import json
+import math
 import os
+import re
 import sys
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -55,6 +60,9 @@ class DataConfig:
     repeat_factor_t: float = 0.0  # LVIS repeat-factor threshold; 0 turns the sampler off
     num_workers: int = 2
 
+    def __post_init__(self):
+        check_fields(self, "data")
+
 
 @dataclass
 class ModelConfig:
@@ -85,6 +93,9 @@ class ModelConfig:
     dn_groups: int = 0
     dn_label_noise: float = 0.2
     dn_box_noise: float = 0.4
+
+    def __post_init__(self):
+        check_fields(self, "model")
 
 
 @dataclass
@@ -123,6 +134,12 @@ class TrainConfig:
     checkpoint_every: int = 0  # also checkpoint every this many steps, mid-epoch; 0: at epoch ends only
     init_checkpoint: str = ""  # path or URL of the official COCO checkpoint to start from
 
+    def __post_init__(self):
+        check_fields(self, "train")
+
+
+SECTIONS = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig}
+
 
 @dataclass
 class Config:
@@ -131,21 +148,29 @@ class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
 
+    def __post_init__(self):
+        if self.profile not in PROFILES:
+            raise ConfigError(f"profile {self.profile!r} is not one of {', '.join(PROFILES)}")
+
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
     @classmethod
     def from_dict(cls, d: dict) -> "Config":
-        sections = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig}
+        """A config from :meth:`to_dict`'s form (JSON, a checkpoint), every key and value checked."""
+        if not isinstance(d, dict):
+            raise ConfigError(f"a config is a dict of sections {', '.join(SECTIONS)}, not {type(d).__name__}")
+        for key in d:
+            if key != "profile" and key not in SECTIONS:
+                raise ConfigError(f"{key} is not a config section: a config holds profile, {', '.join(SECTIONS)}")
         kwargs = {}
-        for name, klass in sections.items():
-            values = dict(d.get(name, {}))
-            unknown = set(values) - {f.name for f in dataclasses.fields(klass)}
-            if unknown:
-                raise ValueError(f"unknown {name} config field(s): {sorted(unknown)}")
-            for f in dataclasses.fields(klass):  # JSON turns tuples into lists
-                if isinstance(values.get(f.name), list):
-                    values[f.name] = tuple(values[f.name])
+        for name, klass in SECTIONS.items():
+            values = d.get(name, {})
+            if not isinstance(values, dict):
+                raise ConfigError(f"config section {name} must be a dict of fields, not {type(values).__name__}")
+            for key in values:
+                if key not in field_types(klass):
+                    raise ConfigError(unknown_field(f"{name}.{key}"))
             kwargs[name] = klass(**values)
         return cls(profile=d.get("profile", "full"), **kwargs)
 
@@ -154,9 +179,9 @@ class Config:
         d = self.to_dict()
         for key, value in changes.items():
             section, _, name = key.rpartition(".")
-            target = d[section] if section else d
-            if name not in target:
-                raise KeyError(f"no config field {key!r}")
+            target = d.get(section) if section else d
+            if not isinstance(target, dict) or name not in target:
+                raise ConfigError(unknown_field(key))
             target[name] = value
         return Config.from_dict(d)
 
@@ -174,6 +199,160 @@ class Config:
             f"batch {t.batch_size}, lr {t.lr:g}, amp {t.amp}, "
             + (f"{t.max_steps} steps" if t.max_steps else f"{t.epochs} epochs")
         )
+
+
+
+# --- checking values ------------------------------------------------------------------------------
+# Every field is checked against its type annotation when a config is made; numbers must also be
+# finite and >= 0 unless RANGES says otherwise (for a tuple: each element), and a tuple needs at
+# least one element. The upper bounds keep a damaged or hostile config (a checkpoint's) from
+# allocating more than any DETR needs.
+
+class ConfigError(ValueError):
+    """A config key or value that cannot be used; the message names the field."""
+
+
+RANGES = {  # interval notation, "inf" for no bound
+    "data.toy_image_size": "[64, 4096]", "data.toy_max_objects": "[1, 100]", "data.toy_clutter": "[0, 100]",
+    "data.train_scales": "[1, 8192]", "data.max_size": "[1, 8192]", "data.val_size": "[1, 8192]",
+    "data.repeat_factor_t": "[0, 1]",
+    "model.hidden_dim": "[1, 8192]", "model.nheads": "[1, 256]", "model.enc_layers": "[0, 64]",
+    "model.dec_layers": "[1, 64]", "model.dim_feedforward": "[1, 65536]", "model.dropout": "[0, 1)",
+    "model.num_queries": "[1, 10000]", "model.num_classes": "[1, 100000]", "model.backbone_stages": "[1, 4]",
+    "model.frozen_stages": "[0, 4]", "model.dn_groups": "[0, 1000]", "model.dn_label_noise": "[0, 1]",
+    "model.dn_box_noise": "[0, 1)",
+    "train.epochs": "[1, inf)", "train.batch_size": "[1, inf)", "train.grad_accum_steps": "[1, inf)",
+    "train.lr": "(0, inf)", "train.eval_every": "[1, inf)", "train.eos_coef": "[0, 1]",
+    "train.balanced_beta": "[0, 1)", "train.seed": "[0, 4294967295]",
+}
+CHOICES = {
+    "model.backbone": ("resnet18", "resnet34", "resnet50", "resnet101"),
+    "model.position_embedding": ("sine", "learned"),
+    "train.lr_schedule": ("step", "cosine"),
+    "train.class_loss": ("ce", "balanced", "focal"),
+    "train.amp": ("off", "auto", "bf16", "fp16"),
+}
+PATTERNS = {  # regular expression a text must match, and what it means
+    "data.train_sets": (r"[^:\s]+(:[^:\s]+)?", "YEAR:split, e.g. VOC2007:trainval, or a split name"),
+    "data.val_sets": (r"[^:\s]+(:[^:\s]+)?", "YEAR:split, e.g. VOC2007:test, or a split name"),
+    "data.longtail": (r"((exp|step)[1-9]\d*(\.\d+)?)?", "empty, or exp<R> or step<R> with R >= 1 the head-to-tail ratio, e.g. exp50"),
+    "train.device": (r"auto|cpu|mps|(cuda|xpu)(:\d+)?", "auto, cpu, cuda, cuda:N or mps"),
+}
+
+
+@functools.cache
+def field_types(klass) -> dict[str, type]:
+    """The resolved type annotation of each field of a config dataclass."""
+    return typing.get_type_hints(klass)
+
+
+def _interval(text: str) -> tuple[float, float, bool, bool]:
+    low, high = (float(x) for x in text[1:-1].split(","))
+    return low, high, text[0] == "(", text[-1] == ")"
+
+
+def _describe_interval(text: str) -> str:
+    low, high, open_low, open_high = _interval(text)
+    if math.isinf(high):
+        return f"{'greater than' if open_low else 'at least'} {low:g}"
+    return f"in {text}"
+
+
+def _check_number(key: str, value) -> None:
+    if not math.isfinite(value):
+        raise ConfigError(f"{key} must be a finite number, got {value}")
+    interval = RANGES.get(key, "[0, inf)")
+    low, high, open_low, open_high = _interval(interval)
+    if value < low or value > high or (open_low and value == low) or (open_high and value == high):
+        raise ConfigError(f"{key} must be {_describe_interval(interval)}, got {value!r}")
+
+
+def _checked(key: str, value, kind):
+    """``value`` as the type ``kind`` (a list becomes a tuple, an int a float), or a ConfigError."""
+    if typing.get_origin(kind) is tuple:
+        element = typing.get_args(kind)[0]
+        items = tuple(value) if isinstance(value, (list, tuple)) else (value,)  # one value: a 1-tuple
+        if not items:
+            raise ConfigError(f"{key} needs at least one value")
+        return tuple(_checked(key, v, element) for v in items)
+    if kind is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{key} must be true or false, got {value!r}")
+        return value
+    if kind is int:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value != int(value):
+            raise ConfigError(f"{key} must be a whole number, got {value!r}")
+        _check_number(key, value)
+        return int(value)
+    if kind is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{key} must be a number, got {value!r}")
+        _check_number(key, float(value))
+        return float(value)
+    if not isinstance(value, str):
+        raise ConfigError(f"{key} must be text, got {value!r}")
+    if key in CHOICES and value not in CHOICES[key]:
+        raise ConfigError(f"{key} must be one of {', '.join(CHOICES[key])}, got {value!r}")
+    if key in PATTERNS and not re.fullmatch(PATTERNS[key][0], value):
+        raise ConfigError(f"{key} must be {PATTERNS[key][1]}, got {value!r}")
+    return value
+
+
+def check_value(key: str, value):
+    """``value`` checked (and normalised) as the config field ``key`` (``"train.epochs"``)."""
+    section, _, name = key.partition(".")
+    kind = field_types(SECTIONS[section]).get(name) if section in SECTIONS else None
+    if kind is None:
+        raise ConfigError(unknown_field(key))
+    return _checked(key, value, kind)
+
+
+def check_fields(section, name: str) -> None:
+    """Check (and normalise: lists to tuples, ints to floats) every field of a config section."""
+    for field_name, kind in field_types(type(section)).items():
+        key = f"{name}.{field_name}"
+        setattr(section, field_name, _checked(key, getattr(section, field_name), kind))
+    if name == "model":
+        m = section
+        if m.hidden_dim % m.nheads:
+            raise ConfigError(f"model.hidden_dim ({m.hidden_dim}) must be divisible by model.nheads ({m.nheads})")
+        if m.dn_groups and m.hidden_dim % 8:
+            raise ConfigError(f"model.hidden_dim ({m.hidden_dim}) must be divisible by 8 for denoising "
+                              "(model.dn_groups > 0), which sine-encodes the 4 box coordinates")
+        if m.dilation and (m.backbone_stages != 4 or m.backbone not in ("resnet50", "resnet101")):
+            raise ConfigError("model.dilation dilates layer4 of a bottleneck ResNet: it needs "
+                              "model.backbone_stages=4 and model.backbone resnet50 or resnet101")
+
+
+def unknown_field(key: str) -> str:
+    """The message for a config key that does not exist, with the nearest existing one."""
+    names = [f"{s}.{f}" for s, klass in SECTIONS.items() for f in field_types(klass)]
+    bare = key.rpartition(".")[2]
+    initials = "".join(word[:1] for word in bare.split("_"))  # learning_rate -> lr
+    near = ([n for n in names if n.endswith("." + bare)] or [n for n in names if n.endswith("." + initials)]
+            or difflib.get_close_matches(key, names, n=1, cutoff=0.6))
+    hint = f" (did you mean {near[0]}?)" if near else ""
+    return f"{key} is not a config field{hint}; the fields are listed in detrlib/config.py"
+
+
+def parse_setting(item: str) -> tuple[str, object]:
+    """``"SECTION.FIELD=VALUE"`` (``--set``) as ``(key, value)``: the value is read as JSON
+    (``3``, ``1e-4``, ``true``, ``[96, 128]``, ``"text"``), except that a text field takes what is
+    not a JSON text or list as it is (``data.root=2007``); :class:`Config` checks the value."""
+    key, sep, text = item.partition("=")
+    if not sep or not key:
+        raise ConfigError(f"--set {item}: expected SECTION.FIELD=VALUE, e.g. --set train.lr_drop=30")
+    section, _, name = key.partition(".")
+    kind = field_types(SECTIONS[section]).get(name) if section in SECTIONS else None
+    if kind is None:
+        raise ConfigError(unknown_field(key))
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError:
+        return key, text  # not JSON: text, or a mistake the check names
+    if (kind is str or typing.get_args(kind) == (str, ...)) and not isinstance(value, (str, list)):
+        return key, text
+    return key, value
 
 
 def _full() -> Config:
@@ -285,7 +464,10 @@ def get_profile(name: str | None = None) -> Config:
         raise ValueError(f"DETRLIB_SET is not a JSON object ({err}): write it as '{{\"train.max_steps\": 300}}'") from None
     if not isinstance(changes, dict):
         raise ValueError("DETRLIB_SET must be a JSON object of dotted fields, e.g. '{\"train.max_steps\": 300}'")
-    return cfg.replace(**{k: tuple(v) if isinstance(v, list) else v for k, v in changes.items()})
+    try:
+        return cfg.replace(**{k: tuple(v) if isinstance(v, list) else v for k, v in changes.items()})
+    except ConfigError as err:
+        raise ConfigError(f"DETRLIB_SET: {err}") from None
 
 
 def profile_settings(name: str) -> Config:

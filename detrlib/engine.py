@@ -2,6 +2,7 @@
 its metrics as it goes, checkpoints, and resumes exactly where it stopped."""
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -9,7 +10,6 @@ import random
 import re
 import time
 import warnings
-from collections import defaultdict
 from contextlib import nullcontext
 from pathlib import Path
 
@@ -19,7 +19,8 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from detrlib import checkpoint as ckpt
-from detrlib.config import Config, TrainConfig, pick_device, runs_dir
+from detrlib import runfolder
+from detrlib.config import Config, ConfigError, TrainConfig, pick_device, runs_dir
 
 NAN_PATIENCE = 5  # non-finite losses in a row before a run gives up
 
@@ -134,11 +135,14 @@ def train_one_epoch(model, criterion, loader, optimizer, scheduler, device, *, d
                     clip_max_norm: float = 0.1, grad_accum_steps: int = 1, step: int = 0,
                     max_steps: int = 0, deadline: float = 0.0, on_step=None, progress: bool = True,
                     desc: str = "train", pass_targets: bool = False,
-                    step_log: list | None = None) -> tuple[dict, int]:
+                    step_log: list | None = None, totals: dict | None = None) -> tuple[dict, int]:
     """One pass over ``loader``. Returns (mean of each logged loss term, optimizer steps so far).
 
     The pass ends early after ``max_steps`` optimizer steps in all, or at the first optimizer step
     that ends after ``deadline`` (a ``time.perf_counter()`` value; 0: none).
+    ``totals`` holds the epoch's running sums (``sums`` of each term, ``steps``, ``skipped``),
+    updated in place and cleared at the end: a checkpoint taken mid-epoch stores them, so that an
+    epoch resumed from it still averages all its steps.
     ``pass_targets`` hands the targets to the model too, which denoising training needs.
     ``step_log``, a list, gets ``[step, loss, lr, seconds]`` for every optimizer step, the seconds
     since the previous step (data loading included): the curves of chapter 7.
@@ -148,7 +152,10 @@ def train_one_epoch(model, criterion, loader, optimizer, scheduler, device, *, d
     """
     model.train()
     criterion.train()
-    sums, count, skipped, bad_in_row = defaultdict(float), 0, 0, 0
+    totals = {} if totals is None else totals
+    sums, bad_in_row = totals.setdefault("sums", {}), 0
+    totals.setdefault("steps", 0)
+    totals.setdefault("skipped", 0)
     bar = tqdm(loader, desc=desc, disable=not progress, leave=False, dynamic_ncols=True)
     optimizer.zero_grad(set_to_none=True)
     tic = time.perf_counter()
@@ -159,7 +166,7 @@ def train_one_epoch(model, criterion, loader, optimizer, scheduler, device, *, d
         loss_dict = criterion(outputs, targets)
         loss = weighted_loss(loss_dict, criterion.weight_dict)
         if not torch.isfinite(loss):
-            skipped, bad_in_row = skipped + 1, bad_in_row + 1
+            totals["skipped"], bad_in_row = totals["skipped"] + 1, bad_in_row + 1
             optimizer.zero_grad(set_to_none=True)
             if bad_in_row >= NAN_PATIENCE:
                 raise FloatingPointError(
@@ -185,10 +192,10 @@ def train_one_epoch(model, criterion, loader, optimizer, scheduler, device, *, d
             warnings.filterwarnings("ignore", message=r"Detected call of `lr_scheduler\.step\(\)`")
             scheduler.step()
         step += 1
-        count += 1
+        totals["steps"] += 1
         values = logged_values(loss, loss_dict)
         for k, v in values.items():
-            sums[k] += v
+            sums[k] = sums.get(k, 0.0) + v
         if step_log is not None:
             toc = time.perf_counter()
             step_log.append([step, values["loss"], optimizer.param_groups[0]["lr"], toc - tic])
@@ -198,8 +205,9 @@ def train_one_epoch(model, criterion, loader, optimizer, scheduler, device, *, d
             on_step(step, i + 1)
         if (max_steps and step >= max_steps) or (deadline and time.perf_counter() >= deadline):
             break
-    means = {k: v / max(count, 1) for k, v in sums.items()}
-    means["skipped"] = skipped
+    means = {k: v / max(totals["steps"], 1) for k, v in sums.items()}
+    means["skipped"] = totals["skipped"]
+    totals.clear()
     return means, step
 
 
@@ -262,10 +270,8 @@ def read_steps(out: str | Path) -> dict[str, list[float]]:
 
 
 def _write_steps(out: Path, steps: list[list[float]]) -> None:
-    tmp = out / "steps.csv.tmp"
     lines = [",".join(STEP_COLUMNS)] + [f"{int(s)},{loss:.6g},{lr:.6g},{sec:.6g}" for s, loss, lr, sec in steps]
-    tmp.write_text("\n".join(lines) + "\n")
-    os.replace(tmp, out / "steps.csv")
+    ckpt.atomic_write_text(out / "steps.csv", "\n".join(lines) + "\n")
 
 
 def to_json(obj) -> str:
@@ -282,11 +288,44 @@ def to_json(obj) -> str:
 
 
 def _write_metrics(out: Path, history: list[dict]) -> None:
-    tmp = out / "metrics.jsonl.tmp"
-    tmp.write_text("".join(to_json(h) + "\n" for h in history))
-    os.replace(tmp, out / "metrics.jsonl")
+    ckpt.atomic_write_text(out / "metrics.jsonl", "".join(to_json(h) + "\n" for h in history))
 
 
+def _one_run_per_folder(train_fn):
+    """Run ``train_fn`` holding its run folder (:mod:`detrlib.runfolder`): refused while another
+    process trains there, or when it would write over another run's files."""
+    @functools.wraps(train_fn)
+    def guarded(cfg: Config, out: str | Path | None = None, resume: bool = True, progress: bool = True,
+                name: str = "") -> Path:
+        out = Path(out) if out else run_dir(cfg, name)
+        if distributed_env()[0] != 0:  # process 0 writes the folder
+            return train_fn(cfg, out, resume, progress, name)
+        with runfolder.locked(out):
+            runfolder.check_new_run(out, resume)
+            return train_fn(cfg, out, resume, progress, name)
+
+    return guarded
+
+
+def _check_data(cfg: Config, train_set, val_set, world: int) -> None:
+    """Refuse data the model cannot learn from: other classes than the model's, or fewer images than one batch."""
+    from detrlib.data.voc import abbreviate
+
+    names = tuple(train_set.classes)
+    if len(names) != cfg.model.num_classes:
+        raise ConfigError(f"the training data has {len(names)} classes ({abbreviate(names)}) but model.num_classes "
+                          f"is {cfg.model.num_classes}: pass --set model.num_classes={len(names)}")
+    if tuple(val_set.classes) != names:
+        raise ConfigError(f"the validation data's classes ({abbreviate(val_set.classes)}) are not the training "
+                          f"data's ({abbreviate(names)}): validate on sets with the same classes.txt")
+    per_step = cfg.train.batch_size * world * cfg.train.grad_accum_steps
+    if len(train_set) < per_step:
+        raise ConfigError(f"an optimizer step takes {per_step} images (train.batch_size x grad_accum_steps x "
+                          f"processes) but the training data has {len(train_set)}: it would train nothing; "
+                          "lower train.batch_size")
+
+
+@_one_run_per_folder
 def train(cfg: Config, out: str | Path | None = None, resume: bool = True, progress: bool = True,
           name: str = "") -> Path:
     """Train ``cfg`` in the run folder ``out`` (default: :func:`run_dir`) and return that folder.
@@ -328,6 +367,7 @@ def train(cfg: Config, out: str | Path | None = None, resume: bool = True, progr
         print(warning)
 
     train_set, val_set = build_dataset(cfg.data, "train"), build_dataset(cfg.data, "val")
+    _check_data(cfg, train_set, val_set, world)
     model = build_model(cfg.model).to(device)
     counts = [train_set.class_counts()[name] for name in train_set.classes]  # training objects per class
     criterion = build_criterion(cfg, counts).to(device)
@@ -339,7 +379,10 @@ def train(cfg: Config, out: str | Path | None = None, resume: bool = True, progr
     scheduler = make_scheduler(optimizer, t, steps_per_epoch)
 
     state = ckpt.load_latest(ckpt_dir) if resume else None
+    if resume and state is None and rank == 0:
+        runfolder.check_resumable(out)
     epoch, batch_in_epoch, step, history, train_time, matched, steps = 0, 0, 0, [], 0.0, None, []
+    totals = {}  # the running sums of the epoch so far (train_one_epoch)
     wall_time = 0.0  # seconds this run has spent in train(), over every session
     if state is not None:
         model.load_state_dict(state["model"])
@@ -353,7 +396,12 @@ def train(cfg: Config, out: str | Path | None = None, resume: bool = True, progr
         wall_time = state.get("wall_time", train_time)
         matched = torch.tensor(state["matched"]) if state.get("matched") is not None else None
         steps = state["steps"].tolist() if "steps" in state else []
-        if state.get("finished"):  # a finished run is reused as it is
+        totals = state.get("epoch_totals") or {}
+        if state.get("finished") and (epoch >= t.epochs or (t.max_steps and step >= t.max_steps)
+                                      or (t.max_minutes and wall_time >= t.max_minutes * 60)):
+            if rank == 0 and progress:  # reused as it is; a larger budget trains on
+                print(f"{out} finished at epoch {epoch}, step {step}: nothing more to train (a larger "
+                      "train.epochs, max_steps or max_minutes trains on)")
             return out
         if rank == 0:
             print(f"resumed from {state['path']}: epoch {epoch}, step {step}")
@@ -363,7 +411,7 @@ def train(cfg: Config, out: str | Path | None = None, resume: bool = True, progr
             print(report)
     if rank == 0:
         out.mkdir(parents=True, exist_ok=True)
-        (out / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
+        ckpt.atomic_write_text(out / "config.json", json.dumps(cfg.to_dict(), indent=2))
         _write_metrics(out, history)
 
     net = model
@@ -388,6 +436,7 @@ def train(cfg: Config, out: str | Path | None = None, resume: bool = True, progr
                 "rng": ckpt.rng_state(), "epoch": epoch, "batch": batch_in_epoch, "step": step,
                 "history": history, "train_time": train_time, "wall_time": elapsed(),
                 "config": cfg.to_dict(), "finished": finished,
+                "classes": list(train_set.classes), "epoch_totals": totals,
                 "matched": matched.tolist() if matched is not None else None,
                 "steps": torch.tensor(steps, dtype=torch.float64).reshape(-1, len(STEP_COLUMNS))}
 
@@ -424,7 +473,8 @@ def train(cfg: Config, out: str | Path | None = None, resume: bool = True, progr
                 clip_max_norm=t.clip_max_norm, grad_accum_steps=t.grad_accum_steps, step=step,
                 max_steps=t.max_steps, on_step=on_step, progress=progress and rank == 0 and not static_mode(),
                 deadline=session_start + t.max_minutes * 60 - wall_time if t.max_minutes else 0.0,
-                desc=f"epoch {epoch + 1}/{t.epochs}", pass_targets=cfg.model.dn_groups > 0, step_log=steps)
+                desc=f"epoch {epoch + 1}/{t.epochs}", pass_targets=cfg.model.dn_groups > 0, step_log=steps,
+                totals=totals)
             train_time += time.perf_counter() - tic
             epoch, batch_in_epoch = epoch + 1, 0
             stopped = stop_reason()
@@ -442,7 +492,8 @@ def train(cfg: Config, out: str | Path | None = None, resume: bool = True, progr
             _write_metrics(out, history)
             if metrics["AP50"] > best:
                 best = metrics["AP50"]
-                ckpt.save_best({"model": model.state_dict(), "config": cfg.to_dict(), "metrics": history[-1]}, ckpt_dir)
+                ckpt.save_best({"model": model.state_dict(), "config": cfg.to_dict(), "metrics": history[-1],
+                                "classes": list(train_set.classes)}, ckpt_dir)
             if progress:
                 print(f"epoch {epoch} step {step}: loss {means.get('loss', float('nan')):.3f}, "
                       f"AP50 {metrics['AP50']:.3f}, AP {metrics['AP']:.3f} ({cfg.profile} profile)"

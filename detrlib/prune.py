@@ -133,13 +133,15 @@ def prune(source, dec_layers: int, num_queries: int, by: str = "first", loader=N
     return Pruned(small.eval(), new_config, kept, report)
 
 
-def save_pruned(pruned: Pruned, path: str | Path) -> Path:
-    """Write ``{"model", "config"}``: a checkpoint that ``eval``/``predict`` read (needs a full
-    :class:`Config`) and that a fine-tune starts from (``train.init_checkpoint``)."""
+def save_pruned(pruned: Pruned, path: str | Path, classes=None) -> Path:
+    """Write ``{"model", "config"}`` (and the source's ``classes`` when given): a checkpoint that
+    ``eval``/``predict`` read (needs a full :class:`Config`) and that a fine-tune starts from
+    (``train.init_checkpoint``)."""
     if not isinstance(pruned.config, Config):
         raise ValueError("save_pruned needs a model pruned with a full Config (prune a run folder, or pass config=cfg)")
+    extra = {"classes": list(classes)} if classes else {}
     return atomic_save({"model": pruned.model.state_dict(), "config": pruned.config.to_dict(),
-                        "queries": pruned.queries}, Path(path))
+                        "queries": pruned.queries, **extra}, Path(path))
 
 
 def finetune_config(pruned_config: Config, init: str | Path, steps: int, lr_scale: float = 0.1) -> Config:

@@ -25,7 +25,7 @@ def test_corrupt_newest_falls_back_to_the_previous_with_a_warning(tmp_path):
     ckpt.save_checkpoint(state(1), tmp_path, 1)
     newest = ckpt.save_checkpoint(state(2), tmp_path, 2)
     newest.write_bytes(newest.read_bytes()[:100])  # a write cut short
-    with pytest.warns(UserWarning, match="ckpt-00000002.pt is unreadable"):
+    with pytest.warns(UserWarning, match="ckpt-00000002.pt is a PyTorch checkpoint that is damaged or cut short"):
         loaded = ckpt.load_latest(tmp_path)
     assert loaded["step"] == 1 and loaded["path"].endswith("ckpt-00000001.pt")
 

@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from detrlib import cli
+from detrlib.config import ConfigError
 
 
 def test_options_reach_the_config(monkeypatch):
@@ -15,7 +16,7 @@ def test_options_reach_the_config(monkeypatch):
     cfg = cli._config_from_args(args)
     assert (cfg.model.dn_groups, cfg.model.dec_layers, cfg.model.num_queries) == (0, 1, 7)
     assert cfg.train.amp == "bf16" and cfg.train.lr_drop == 3 and cfg.data.train_scales == (96, 112)
-    with pytest.raises(KeyError, match="train.nope"):
+    with pytest.raises(ConfigError, match="train.nope is not a config field"):
         cli._config_from_args(cli.build_parser().parse_args(["train", "--profile", "quick", "--set", "train.nope=1"]))
 
 

@@ -2,7 +2,7 @@ from pathlib import Path
 
 import pytest
 
-from detrlib.config import PROFILES, Config, get_profile, profile_settings, resolve_profile
+from detrlib.config import PROFILES, Config, ConfigError, get_profile, profile_settings, resolve_profile
 
 
 def test_env_variable_overrides_the_parameter(monkeypatch):
@@ -50,9 +50,9 @@ def test_replace_changes_the_key_and_rejects_unknown_fields(monkeypatch):
     smaller = cfg.replace(**{"model.dec_layers": 1})
     assert smaller.model.dec_layers == 1 and cfg.model.dec_layers == 2
     assert smaller.key() != cfg.key()
-    with pytest.raises(KeyError, match="model.decoder_layers"):
+    with pytest.raises(ConfigError, match=r"model.decoder_layers is not a config field \(did you mean model.dec_layers\?\)"):
         cfg.replace(**{"model.decoder_layers": 1})
-    with pytest.raises(ValueError, match="unknown train config field"):
+    with pytest.raises(ConfigError, match="train.learning_rate is not a config field"):
         Config.from_dict({"train": {"learning_rate": 1}})
 
 
@@ -82,6 +82,60 @@ def test_repository_file_prefers_the_checkout_then_downloads_once_and_checks_the
     assert not path.exists()  # a damaged file is not kept
 
 
+def test_a_field_is_checked_by_its_annotation_and_the_ranges():
+    from dataclasses import dataclass
+
+    from detrlib.config import check_fields
+
+    @dataclass
+    class Section:  # a new section gets the checks for free
+        size: int = 1
+        rate: float = 0.5
+        names: tuple[str, ...] = ("a",)
+        flag: bool = False
+
+        def __post_init__(self):
+            check_fields(self, "demo")
+
+    assert Section(rate=1, names=["b"]) == Section(rate=1.0, names=("b",))  # JSON's lists and ints normalised
+    for changes, message in [({"size": "x"}, "demo.size must be a whole number, got 'x'"),
+                             ({"size": True}, "demo.size must be a whole number, got True"),
+                             ({"rate": -1}, "demo.rate must be at least 0, got -1.0"),
+                             ({"rate": float("inf")}, "demo.rate must be a finite number, got inf"),
+                             ({"names": []}, "demo.names needs at least one value"),
+                             ({"names": [1]}, "demo.names must be text, got 1"),
+                             ({"flag": "yes"}, "demo.flag must be true or false, got 'yes'")]:
+        with pytest.raises(ConfigError) as caught:
+            Section(**changes)
+        assert str(caught.value) == message
+
+
+def test_settings_are_read_by_the_fields_type():
+    from detrlib.config import parse_setting
+
+    assert parse_setting("data.root=2007") == ("data.root", "2007")  # text stays text
+    assert parse_setting('train.amp="fp16"') == ("train.amp", "fp16")  # a JSON text is read as one
+    assert parse_setting('data.val_sets=["VOC2007:test"]') == ("data.val_sets", ["VOC2007:test"])
+    assert parse_setting("data.train_sets=VOC2007:trainval") == ("data.train_sets", "VOC2007:trainval")
+    assert parse_setting("train.lr=3e-4") == ("train.lr", 3e-4)
+    assert parse_setting("data.train_scales=[96, 128]") == ("data.train_scales", [96, 128])
+    cfg = get_profile("smoke").replace(**dict([parse_setting("data.train_sets=VOC2007:trainval")]))
+    assert cfg.data.train_sets == ("VOC2007:trainval",)  # one value for a list field: a list of one
+    with pytest.raises(ConfigError, match="expected SECTION.FIELD=VALUE"):
+        parse_setting("train.lr")
+
+
+def test_a_stored_config_is_checked_like_any_other():
+    d = get_profile("smoke").to_dict()
+    d["model"]["num_queries"] = 10**9
+    with pytest.raises(ConfigError, match=r"model.num_queries must be in \[1, 10000\], got 1000000000"):
+        Config.from_dict(d)
+    with pytest.raises(ConfigError, match="optimizer is not a config section"):
+        Config.from_dict({**get_profile("smoke").to_dict(), "optimizer": {}})
+    with pytest.raises(ConfigError, match="profile 'fast' is not one of"):
+        Config.from_dict({**get_profile("smoke").to_dict(), "profile": "fast"})
+
+
 def test_detrlib_set_changes_the_settings_a_chapter_runs(monkeypatch):
     monkeypatch.setenv("DETRLIB_PROFILE", "smoke")
     monkeypatch.setenv("DETRLIB_SET", '{"train.max_steps": 7, "data.train_scales": [32, 48]}')
@@ -90,4 +144,7 @@ def test_detrlib_set_changes_the_settings_a_chapter_runs(monkeypatch):
     assert profile_settings("smoke").train.max_steps == 3  # showing a recipe: as it is
     monkeypatch.setenv("DETRLIB_SET", "train.max_steps=7")
     with pytest.raises(ValueError, match="DETRLIB_SET is not a JSON object"):
+        get_profile()
+    monkeypatch.setenv("DETRLIB_SET", '{"train.max_step": 7}')
+    with pytest.raises(ConfigError, match=r"DETRLIB_SET: train.max_step is not a config field \(did you mean train.max_steps\?\)"):
         get_profile()

@@ -62,6 +62,23 @@ def test_a_run_killed_mid_epoch_resumes_to_bit_identical_weights(tmp_path):
     assert [h["epoch"] for h in history] == [1, 2, 3]
     steps, whole_steps = read_steps(out), read_steps(tmp_path / "whole")
     assert steps["step"] == [float(s) for s in range(1, 19)] and steps["loss"] == whole_steps["loss"]
+    whole_history = [json.loads(line) for line in (tmp_path / "whole" / "metrics.jsonl").read_text().splitlines()]
+    train_terms = [k for k in history[1] if k.startswith("train_") and k != "train_time_s"]
+    assert train_terms and [[h[k] for k in train_terms] for h in history] == \
+        [[h[k] for k in train_terms] for h in whole_history]  # epoch 2 averages the steps before the kill too
+
+
+@pytest.mark.slow
+def test_a_finished_run_is_reused_and_a_larger_budget_trains_on(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("DETRLIB_HOME", str(tmp_path))
+    from detrlib.engine import read_metrics, train
+
+    short = get_profile("smoke").replace(**{"train.max_steps": 2, "train.epochs": 2})
+    train(short, tmp_path / "run", progress=False)
+    train(short, tmp_path / "run", progress=True)
+    assert "finished at epoch 1, step 2: nothing more to train" in capsys.readouterr().out
+    train(short.replace(**{"train.max_steps": 4}), tmp_path / "run", progress=False)
+    assert [h["step"] for h in read_metrics(tmp_path / "run")] == [2, 4]
 
 
 @pytest.mark.slow
@@ -119,6 +136,37 @@ def test_non_finite_losses_are_skipped_then_stop_the_run():
     model = Exploding(bad=set(range(1, 100)))
     with pytest.raises(FloatingPointError, match=f"{NAN_PATIENCE} non-finite losses in a row"):
         train_one_epoch(model, criterion, loader(20), opt, sched, torch.device("cpu"), progress=False)
+
+
+def test_an_epoch_resumed_midway_still_averages_all_its_steps():
+    import copy
+
+    class Constant(nn.Module):  # the loss of a batch is the batch's value, whatever the weights
+        def __init__(self):
+            super().__init__()
+            self.w = nn.Parameter(torch.zeros(1))
+
+        def forward(self, images, mask):
+            return {"x": self.w * 0 + images.mean()}
+
+    criterion = nn.Module()
+    criterion.weight_dict = {"loss_x": 1.0}
+    criterion.forward = lambda outputs, targets: {"loss_x": outputs["x"].sum()}
+    batches = [(torch.full((1, 3, 2, 2), float(v)), torch.zeros(1, 2, 2, dtype=torch.bool), [{}]) for v in (1, 2, 3, 6)]
+    model = Constant()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    sched = make_scheduler(opt, TrainConfig(), steps_per_epoch=4)
+    totals, saved = {}, {}
+
+    def checkpoint(step, batches_done):  # what train's snapshot stores at step 2
+        if step == 2:
+            saved.update(copy.deepcopy(totals))
+
+    whole, _ = train_one_epoch(model, criterion, batches, opt, sched, torch.device("cpu"), progress=False,
+                               on_step=checkpoint, totals=totals)
+    resumed, step = train_one_epoch(model, criterion, batches[2:], opt, sched, torch.device("cpu"), step=2,
+                                    progress=False, totals=saved)
+    assert whole["loss"] == resumed["loss"] == 3.0 and step == 4 and totals == saved == {}
 
 
 def test_two_learning_rates_and_the_step_drop():

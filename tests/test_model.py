@@ -367,15 +367,31 @@ def test_bad_input_is_a_clear_error(images, mask, error, match):
 
 
 @pytest.mark.parametrize("changes, match", [
-    ({"backbone": "vgg16"}, "ModelConfig.backbone must be one of"),
+    ({"backbone": "vgg16"}, "model.backbone must be one of resnet18, resnet34, resnet50, resnet101, got 'vgg16'"),
     ({"dilation": True}, "dilation.*resnet50"),
-    ({"position_embedding": "rope"}, r"ModelConfig.position_embedding must be one of \['learned', 'sine'\], got 'rope'"),
-    ({"decoder_layer": "deformable"}, r"ModelConfig.decoder_layer must be one of \[.*'detr'.*\], got 'deformable'"),
-    ({"query_type": "anchors"}, r"ModelConfig.query_type must be one of \['learned'\], got 'anchors'"),
-    ({"nheads": 5}, "divisible by nheads"),
+    ({"position_embedding": "rope"}, "model.position_embedding must be one of sine, learned, got 'rope'"),
+    ({"nheads": 5}, r"model.hidden_dim \(64\) must be divisible by model.nheads \(5\)"),
 ])
 def test_bad_config_is_a_clear_error(changes, match):
-    with pytest.raises(ValueError, match=match):
+    with pytest.raises(ValueError, match=match):  # when the config is made, before any model
+        ModelConfig(**{**SMALL.__dict__, **changes})
+
+
+def test_the_config_knows_every_backbone():
+    from detrlib.config import CHOICES
+    from detrlib.model.backbone import RESNETS
+    from detrlib.model.registry import PARTS
+
+    assert CHOICES["model.backbone"] == tuple(RESNETS) == tuple(PARTS["backbone"])
+    assert set(CHOICES["model.position_embedding"]) == set(PARTS["position_embedding"])
+
+
+@pytest.mark.parametrize("changes, match", [
+    ({"decoder_layer": "deformable"}, "model.decoder_layer must be one of conditional, detr, got 'deformable'"),
+    ({"query_type": "anchors"}, "model.query_type must be one of learned, got 'anchors'"),
+])
+def test_a_part_nobody_registered_is_a_clear_error(changes, match):
+    with pytest.raises(ValueError, match=match):  # when the model is built: a variant registers its part first
         build_model(ModelConfig(**{**SMALL.__dict__, **changes}))
 
 

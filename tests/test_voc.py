@@ -6,7 +6,7 @@ import torch
 from PIL import Image
 
 from detrlib.data.voc import VOC_CLASSES, DataError, DataWarning, VOCDataset, parse_annotation, parse_sets
-from vocfiles import obj, write_image, write_voc, xml
+from vocfiles import obj, write_broken_jpeg, write_image, write_voc, xml
 
 
 def test_voc_classes_are_the_twenty_in_standard_order():
@@ -76,6 +76,48 @@ def test_images_of_any_mode_become_rgb(tmp_path, mode, fmt):
     write_image(year_dir / "JPEGImages" / "000001.jpg", 24, 16, mode, fmt)
     image, _ = VOCDataset([(year_dir, "train")])[0]
     assert image.shape == (3, 16, 24)
+
+
+@pytest.mark.parametrize("mode, suffix", [("I;16", "png"), ("I;16", "tif"), ("I", "tif"), ("F", "tif")])
+def test_deep_images_are_scaled_not_clipped(tmp_path, mode, suffix):
+    """16-bit, 32-bit and float pictures keep their content: a ramp from black to full scale stays a ramp."""
+    import numpy as np
+
+    ramp = np.linspace(0, 1, 48 * 64).reshape(48, 64)
+    full_scale = {"I;16": 65535, "I": 65535, "F": 1.0}[mode]
+    values = (ramp * full_scale).astype({"I;16": np.uint16, "I": np.int32, "F": np.float32}[mode])
+    year_dir = write_voc(tmp_path, images={"000001": (64, 48, [obj("cat", (1, 1, 10, 10))])})
+    path = year_dir / "JPEGImages" / f"000001.{suffix}"
+    Image.fromarray(values, mode if mode != "I;16" else None).save(path)
+    xml_path = year_dir / "Annotations" / "000001.xml"
+    xml_path.write_text(xml_path.read_text().replace("000001.jpg", path.name))
+    image, _ = VOCDataset([(year_dir, "train")])[0]
+    assert Image.open(path).mode == mode
+    assert image.min() == 0 and image.max() == 1 and abs(image.mean().item() - 0.5) < 0.01
+    assert torch.equal(image[0], image[2])  # grey
+
+
+def test_decompression_bombs_and_too_thin_pictures_are_counted_skips(tmp_path, monkeypatch):
+    year_dir = write_voc(tmp_path, images={"ok": (60, 40, [obj("cat", (1, 1, 10, 10))]),
+                                           "big": (90, 90, [obj("cat", (1, 1, 10, 10))]),
+                                           "thin": (400, 2, [obj("cat", (1, 1, 10, 2))])})
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 3000)  # 90 x 90 is over twice that
+    with pytest.warns(DataWarning, match="2 records skipped") as caught:
+        ds = VOCDataset([(year_dir, "train")], max_size=128)  # strict: these are skipped all the same
+    assert [r.name for r in ds.records] == ["ok"]
+    message = str(caught[0].message)
+    assert "big.jpg has more pixels than PIL's limit of 3,000 (a decompression bomb?)" in message
+    assert "thin.jpg is 400 x 2 pixels: too thin to resize to a longer side of 128" in message
+    with pytest.warns(DataWarning, match="1 records skipped"):  # the bomb; 2 px of 400 resize to 1 px of 400
+        assert len(VOCDataset([(year_dir, "train")], max_size=400).records) == 2
+
+
+def test_damage_pil_reports_while_decoding_names_the_picture(tmp_path):
+    year_dir = write_voc(tmp_path, images={"000001": (128, 96, [obj("cat", (1, 1, 10, 10))])})
+    write_broken_jpeg(year_dir / "JPEGImages" / "000001.jpg")
+    ds = VOCDataset([(year_dir, "train")])  # the header and the end marker are whole
+    with pytest.raises(DataError, match="000001.jpg cannot be decoded"):
+        ds[0]
 
 
 def test_exif_orientation_is_applied(tmp_path):
@@ -205,6 +247,16 @@ def test_non_strict_mode_skips_bad_records_and_ends_with_a_summary(tmp_path):
     for bad in ("000001.xml: malformed", "000002.jpg not found", "unknown class name 'unicorn'"):
         assert bad in message
     assert len(ds.report.skipped) == 3
+
+
+@pytest.mark.parametrize("field, text", [("xmin", "nan"), ("ymax", "inf"), ("width", "1e400")])
+def test_non_finite_numbers_name_their_xml(tmp_path, field, text):
+    year_dir = write_voc(tmp_path)
+    xml_path = year_dir / "Annotations" / "000001.xml"
+    head, rest = xml_path.read_text().split(f"<{field}>", 1)
+    xml_path.write_text(f"{head}<{field}>{text}</{field}>{rest.split(f'</{field}>', 1)[1]}")
+    with pytest.raises(DataError, match=f"000001.xml: <{field}> is '{text}', not a finite number"):
+        VOCDataset([(year_dir, "train")])
 
 
 def test_everything_skipped_is_an_empty_dataset_error_with_the_reasons(tmp_path):

@@ -1,6 +1,7 @@
 """Small hand-made VOC trees for the data tests."""
 from pathlib import Path
 
+import numpy as np
 from PIL import Image
 
 
@@ -36,3 +37,14 @@ def write_voc(root: Path, year: str = "VOC2007", split: str = "train", images=No
     if classes:
         (year_dir / "classes.txt").write_text("\n".join(classes) + "\n")
     return year_dir
+
+
+def write_broken_jpeg(path: Path) -> Path:
+    """A noise JPEG whose body is overwritten with noise: its header and end marker are whole, and
+    PIL stops decoding it with "broken data stream"."""
+    rng = np.random.default_rng(0)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray((rng.random((96, 128, 3)) * 255).astype(np.uint8)).save(path, quality=90)
+    data = path.read_bytes()
+    path.write_bytes(data[:800] + rng.integers(0, 256, 2000, dtype=np.uint8).tobytes() + data[2800:])
+    return path

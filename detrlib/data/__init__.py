@@ -9,13 +9,13 @@ from pathlib import Path
 
 import torch
 
-from detrlib.config import DataConfig, workdir
+from detrlib.config import Config, DataConfig, workdir
 from detrlib.data.batching import RepeatFactorSampler, collate, repeat_factors, training_labels
 from detrlib.data.download import archives_for, download_voc
 from detrlib.data.longtail import longtail_sets
 from detrlib.data.toy import TOY_CLASSES, ToySpec, ensure_toy_voc
 from detrlib.data.transforms import build_train_transforms, build_val_transforms, denormalize
-from detrlib.data.voc import VOC_CLASSES, DataError, VOCDataset, parse_sets, subset_sets
+from detrlib.data.voc import VOC_CLASSES, DataError, VOCDataset, parse_sets, read_classes, subset_sets
 
 __all__ = [
     "VOC_CLASSES", "TOY_CLASSES", "DataError", "VOCDataset", "build_dataset", "build_loader", "collate",
@@ -46,6 +46,23 @@ def data_root(cfg: DataConfig) -> Path:
     return root
 
 
+def trained_classes(cfg: Config, state: dict) -> tuple[str, ...]:
+    """The class names a checkpoint was trained on: stored in it (``state["classes"]``); for older
+    checkpoints, those of the training data its config names, else VOC's when it has 20 classes."""
+    if state.get("classes"):
+        return tuple(state["classes"])
+    if not cfg.data.root:
+        return TOY_CLASSES
+    root = Path(cfg.data.root).expanduser()
+    try:
+        year_dir, _ = parse_sets(root if root.is_absolute() else workdir() / root, cfg.data.train_sets)[0]
+        return read_classes(year_dir)
+    except DataError:  # that data is not on this machine
+        if cfg.model.num_classes == len(VOC_CLASSES):
+            return VOC_CLASSES
+        return tuple(f"class {i}" for i in range(cfg.model.num_classes))
+
+
 def build_dataset(cfg: DataConfig, split: str) -> VOCDataset:
     """The ``"train"`` sets (long-tailed when ``cfg.longtail`` names a profile) with the training
     transforms, or the ``"val"`` sets (a fixed subset of ``cfg.val_subset`` images when set) with
@@ -60,7 +77,7 @@ def build_dataset(cfg: DataConfig, split: str) -> VOCDataset:
     if not train and cfg.val_subset:
         sets = subset_sets(sets, cfg.val_subset)
     transforms = build_train_transforms(cfg) if train else build_val_transforms(cfg)
-    return VOCDataset(sets, transforms, keep_difficult=cfg.keep_difficult)
+    return VOCDataset(sets, transforms, keep_difficult=cfg.keep_difficult, max_size=cfg.max_size)
 
 
 def build_loader(dataset: VOCDataset, batch_size: int, train: bool, num_workers: int = 0,

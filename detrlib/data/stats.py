@@ -55,7 +55,7 @@ def dataset_stats(dataset) -> dict:
         "head_to_tail": most / least if least else float("inf"),
         "clipped": dataset.report.clipped,
         "dropped": dataset.report.dropped,
-        "skipped": len(dataset.report.skipped),
+        "skipped": [{"file": path, "reason": reason} for path, reason in dataset.report.skipped],
     }
 
 
@@ -72,7 +72,7 @@ def format_stats(stats: dict) -> str:
         f"images    {stats['images']} ({stats['images_without_objects']} without objects)",
         f"objects   {stats['objects']} (+ {stats['difficult']} difficult, not counted below); "
         f"{stats['truncated']} truncated",
-        f"repairs   {stats['clipped']} boxes clipped, {stats['dropped']} dropped; {stats['skipped']} records skipped",
+        f"repairs   {stats['clipped']} boxes clipped, {stats['dropped']} dropped; {len(stats['skipped'])} records skipped",
         "",
         f"{'class':<16} {'objects':>8} {'difficult':>9}",
     ]

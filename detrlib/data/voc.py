@@ -14,6 +14,7 @@ normalized ``cx, cy, w, h`` in the transformed image, as DETR wants.
 """
 from __future__ import annotations
 
+import math
 import warnings
 from collections import Counter
 from dataclasses import dataclass, field
@@ -43,8 +44,20 @@ class DataError(ValueError):
     """Bad input in a VOC-format tree; the message names the file and what to do."""
 
 
+class UnusableImage(DataError):
+    """A readable image that cannot be used: over PIL's decompression-bomb limit, or so thin that
+    resizing leaves it less than a pixel across. A dataset skips and counts it; predict refuses it."""
+
+
 class DataWarning(UserWarning):
-    """Records were skipped or boxes repaired while reading a VOC-format tree."""
+    """Records were skipped or boxes repaired while reading a VOC-format tree, or PIL reported
+    damage in a picture it could still decode."""
+
+
+def abbreviate(names, keep: int = 3) -> str:
+    """A long list of names in one line: ``a, b, c, ..., z``."""
+    names = list(names)
+    return ", ".join(names) if len(names) <= keep + 1 else ", ".join(names[:keep]) + f", ..., {names[-1]}"
 
 
 @dataclass
@@ -77,7 +90,7 @@ class ScanReport:
     negatives: int = 0  # images kept with no object
     clipped: int = 0  # boxes reaching outside the image, clipped to it
     dropped: int = 0  # zero-area or inverted boxes, left out
-    skipped: list[tuple[str, str]] = field(default_factory=list)  # (file, reason), strict=False only
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (file, reason): bad records (strict=False) and unusable images
 
     def summary(self) -> str:
         lines = [f"{self.images} images, {self.objects} objects, {self.negatives} images without objects; "
@@ -127,9 +140,12 @@ def _text(node, tag: str, path: Path, default: str | None = None) -> str:
 def _number(node, tag: str, path: Path, default: str | None = None) -> float:
     text = _text(node, tag, path, default)
     try:
-        return float(text)
+        value = float(text)
     except ValueError:
         raise DataError(f"{path}: <{tag}> is {text!r}, not a number") from None
+    if not math.isfinite(value):
+        raise DataError(f"{path}: <{tag}> is {text!r}, not a finite number: fix or remove the annotation")
+    return value
 
 
 def parse_annotation(path: Path, classes=VOC_CLASSES) -> dict:
@@ -182,7 +198,7 @@ def image_header(path: Path) -> tuple[int, int, int]:
         raise DataError(f"image {path} not found: its annotation has no picture (re-download, or remove "
                         "the id from the split file)")
     try:
-        with Image.open(path) as im:
+        with _pil_reports(path), Image.open(path) as im:
             width, height = im.size
             orientation = im.getexif().get(0x0112, 1)
             fmt = im.format
@@ -196,25 +212,90 @@ def image_header(path: Path) -> tuple[int, int, int]:
     return (height, width, orientation) if orientation in (5, 6, 7, 8) else (width, height, orientation)
 
 
+class _pil_reports:
+    """Within it, a picture over PIL's decompression-bomb limit raises :class:`UnusableImage`, and
+    whatever else PIL warns about (damaged data it could still decode) comes back as a
+    :class:`DataWarning` naming the file."""
+
+    def __init__(self, path: Path):
+        self.path, self.caught = path, warnings.catch_warnings(record=True)
+
+    def __enter__(self):
+        self.reports = self.caught.__enter__()
+        warnings.simplefilter("always")
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+
+    def __exit__(self, kind, err, tb):
+        self.caught.__exit__(kind, err, tb)
+        if isinstance(err, (Image.DecompressionBombWarning, Image.DecompressionBombError)):
+            raise UnusableImage(f"image {self.path} has more pixels than PIL's limit of {Image.MAX_IMAGE_PIXELS:,} "
+                                "(a decompression bomb?): remove it, or raise PIL.Image.MAX_IMAGE_PIXELS if it is "
+                                "genuine") from None
+        for report in self.reports:
+            warnings.warn(f"image {self.path}: {report.message} (PIL still decoded it; the picture may be "
+                          "damaged: re-download or remove it)", DataWarning, stacklevel=3)
+        return False
+
+
+def to_rgb(im: Image.Image) -> Image.Image:
+    """An RGB image with the content of any PIL mode: 16-bit (``I;16``), 32-bit integer (``I``) and
+    float (``F``) pictures are scaled to 8 bits, not clipped to white (or black)."""
+    if im.mode == "RGB":
+        return im
+    if im.mode.startswith("I") or im.mode == "F":
+        values = np.nan_to_num(np.asarray(im, dtype=np.float64))
+        # the smallest usual full scale that holds the values: [0, 1] floats, 8 or 16 bits
+        scales = {"F": (1.0, 255.0), "I": (255.0, 65535.0)}.get(im.mode, (65535.0,))  # I;16, I;16B, ...
+        top = next((t for t in scales if values.min() >= 0 and values.max() <= t), None)
+        if top is None:  # any other range: stretch it
+            values, top = values - values.min(), max(values.max() - values.min(), 1e-12)
+        return Image.fromarray(np.round(values * (255.0 / top)).clip(0, 255).astype(np.uint8), "L").convert("RGB")
+    if im.mode in ("P", "PA"):  # palette transparency converts cleanly only through RGBA
+        im = im.convert("RGBA")
+    return im.convert("RGB")
+
+
+def image_file(path) -> Path:
+    """``path`` if it is a file, else a :class:`DataError` saying what it is."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"image {path} not found" if not path.exists() else f"{path} is a folder, not an image")
+    return path
+
+
 def load_image(path: Path, orientation: int | None = None) -> Image.Image:
-    """An RGB PIL image with its EXIF orientation applied, whatever its mode (L, P, RGBA, CMYK).
-    ``orientation=1`` (known from a scan) skips reading the EXIF data again."""
+    """An RGB PIL image with its EXIF orientation applied, whatever its mode and bit depth (L, P,
+    RGBA, CMYK, 16-bit, float: :func:`to_rgb`). ``orientation=1`` (known from a scan) skips reading
+    the EXIF data again."""
+    path = image_file(path)
     try:
-        with Image.open(path) as im:
+        with _pil_reports(path), Image.open(path) as im:
             if orientation != 1:
                 im = ImageOps.exif_transpose(im)
-            if im.mode == "RGB":
-                im.load()  # already RGB: no conversion, no copy
-                return im
-            if im.mode in ("P", "PA"):  # palette transparency converts cleanly only through RGBA
-                im = im.convert("RGBA")
-            return im.convert("RGB")
+            im.load()
+            return to_rgb(im)
     except (OSError, SyntaxError) as e:
         raise DataError(f"image {path} cannot be decoded ({e}): re-download or remove it") from None
 
 
-def read_record(year_dir: Path, name: str, classes, image_id: int, report: ScanReport) -> VOCRecord:
-    """Parse one image's XML, check its picture, clip boxes to the image and drop degenerate ones."""
+def too_thin(width: int, height: int, max_size: int) -> bool:
+    """Whether resizing to a longer side of at most ``max_size`` (``v2.RandomShortestSize``, as the
+    transforms do) leaves the picture less than a pixel across."""
+    short, long = sorted((width, height))
+    return int(short * (max_size / long)) < 1
+
+
+def check_size(path: Path, width: int, height: int, max_size: int) -> None:
+    """Raise :class:`UnusableImage` for a picture the transforms cannot resize (:func:`too_thin`)."""
+    if too_thin(width, height, max_size):
+        raise UnusableImage(f"image {path} is {width} x {height} pixels: too thin to resize to a longer side of "
+                            f"{max_size} (data.max_size) and keep a pixel across; crop or remove it")
+
+
+def read_record(year_dir: Path, name: str, classes, image_id: int, report: ScanReport,
+                max_size: int | None = None) -> VOCRecord:
+    """Parse one image's XML, check its picture (:func:`check_size` when ``max_size`` is given),
+    clip boxes to the image and drop degenerate ones."""
     xml_path = Path(year_dir) / "Annotations" / f"{name}.xml"
     if not xml_path.exists():
         raise DataError(f"annotation {xml_path} not found for id {name!r} of the split file")
@@ -223,6 +304,8 @@ def read_record(year_dir: Path, name: str, classes, image_id: int, report: ScanR
     if not image_path.exists():
         image_path = Path(year_dir) / "JPEGImages" / f"{name}.jpg"
     width, height, orientation = image_header(image_path)
+    if max_size:
+        check_size(image_path, width, height, max_size)
     boxes, keep = [], []
     clipped = dropped = 0
     for obj in ann["objects"]:
@@ -248,16 +331,16 @@ def read_record(year_dir: Path, name: str, classes, image_id: int, report: ScanR
     )
 
 
-def scan(sets, classes, strict: bool = True) -> tuple[list[VOCRecord], ScanReport]:
+def scan(sets, classes, strict: bool = True, max_size: int | None = None) -> tuple[list[VOCRecord], ScanReport]:
     """Read every record of the ``(year_dir, split)`` sets. With ``strict=False`` a bad record is
-    skipped and listed in the report instead of raising."""
+    skipped and listed in the report instead of raising; an :class:`UnusableImage` always is."""
     records, report = [], ScanReport()
     for year_dir, split in sets:
         for name in read_split(year_dir, split):
             try:
-                record = read_record(year_dir, name, classes, len(records), report)
+                record = read_record(year_dir, name, classes, len(records), report, max_size)
             except DataError as e:
-                if strict:
+                if strict and not isinstance(e, UnusableImage):
                     raise
                 report.skipped.append((str(Path(year_dir) / "Annotations" / f"{name}.xml"), str(e)))
                 continue
@@ -281,9 +364,12 @@ class VOCDataset(torch.utils.data.Dataset):
     The target: ``boxes`` float ``[N, 4]`` normalized cx, cy, w, h in the transformed image,
     ``labels`` int64 ``[N]`` indexing :attr:`classes`, ``image_id`` (the index), ``orig_size`` and
     ``size`` as ``(h, w)`` tensors, ``difficult`` and ``truncated`` bool ``[N]``.
+
+    ``max_size``, the transforms' longest side, skips (and counts) pictures too thin to resize.
     """
 
-    def __init__(self, sets, transforms=None, classes=None, keep_difficult: bool = False, strict: bool = True):
+    def __init__(self, sets, transforms=None, classes=None, keep_difficult: bool = False, strict: bool = True,
+                 max_size: int | None = None):
         self.sets = [(Path(year_dir), split) for year_dir, split in sets]
         if not self.sets:
             raise DataError("VOCDataset needs at least one (year_dir, split) set")
@@ -296,7 +382,7 @@ class VOCDataset(torch.utils.data.Dataset):
         self.classes = tuple(classes)
         self.transforms = transforms
         self.keep_difficult = keep_difficult
-        self.records, self.report = scan(self.sets, self.classes, strict)
+        self.records, self.report = scan(self.sets, self.classes, strict, max_size)
         if self.report.skipped or self.report.clipped or self.report.dropped:
             warnings.warn(f"reading {self.describe_sets()}: {self.report.summary()}", DataWarning, stacklevel=2)
         if not self.records:

@@ -4,6 +4,8 @@ it from here. A part takes the arguments of DETR's own part of its kind (:class:
 and returns what that one returns."""
 from __future__ import annotations
 
+from detrlib.config import ConfigError
+
 KINDS = ("backbone", "position_embedding", "encoder_layer", "decoder_layer", "query_type")  # ModelConfig's fields
 PARTS: dict[str, dict] = {kind: {} for kind in KINDS}
 
@@ -20,5 +22,5 @@ def part(cfg, kind: str):
     """The builder of the part that ``cfg`` names for ``kind``."""
     name = getattr(cfg, kind)
     if name not in PARTS[kind]:
-        raise ValueError(f"ModelConfig.{kind} must be one of {sorted(PARTS[kind])}, got {name!r}")
+        raise ConfigError(f"model.{kind} must be one of {', '.join(sorted(PARTS[kind]))}, got {name!r}")
     return PARTS[kind][name]

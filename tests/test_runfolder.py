@@ -1,0 +1,61 @@
+"""Run folders: which files a new run refuses to write over, and a lock that a killed process leaves free."""
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from detrlib import checkpoint as ckpt
+from detrlib.runfolder import RunFolderError, check_new_run, check_resumable, locked, run_files
+
+
+def test_a_new_run_needs_an_empty_folder_and_resume_needs_a_checkpoint(tmp_path):
+    check_new_run(tmp_path / "absent", resume=False)
+    (tmp_path / "train.lock").touch()  # not a run file
+    check_new_run(tmp_path, resume=False)
+    (tmp_path / "config.json").write_text("{}")
+    (tmp_path / "metrics.jsonl").write_text("")
+    assert run_files(tmp_path) == ["config.json", "metrics.jsonl"]
+    with pytest.raises(RunFolderError, match="already holds a run \\(config.json, metrics.jsonl\\): pass --resume"):
+        check_new_run(tmp_path, resume=False)
+    check_new_run(tmp_path, resume=True)  # stopped before its first checkpoint: nothing to lose
+    (tmp_path / "metrics.jsonl").write_text('{"step": 2}\n')
+    with pytest.raises(RunFolderError, match="but no checkpoint to resume from: nothing was changed"):
+        check_new_run(tmp_path, resume=True)
+    ckpt.save_checkpoint({"model": {"w": torch.ones(1)}}, tmp_path / "checkpoints", 2)
+    check_new_run(tmp_path, resume=True)
+    (tmp_path / "checkpoints" / "ckpt-00000002.pt").write_bytes(b"damaged")
+    with pytest.raises(RunFolderError, match="none of the checkpoints .* \\(checkpoints/ckpt-00000002.pt;"):
+        check_resumable(tmp_path)
+
+
+def test_a_second_holder_is_refused_and_a_killed_holder_leaves_the_folder_free(tmp_path):
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import fcntl, sys, time; f = open(sys.argv[1], 'a'); fcntl.flock(f, fcntl.LOCK_EX); "
+         "f.write('pid 1 on elsewhere'); f.flush(); print('held', flush=True); time.sleep(60)", str(tmp_path / "train.lock")],
+        stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline() == "held\n"
+    with pytest.raises(RunFolderError, match="is in use by another training process \\(pid 1 on elsewhere\\)"):
+        with locked(tmp_path):
+            pass
+    holder.kill()
+    holder.wait()
+    with locked(tmp_path):  # the operating system dropped the dead process's lock
+        with pytest.raises(RunFolderError, match="in use"):
+            with locked(tmp_path):
+                pass
+    with locked(tmp_path):  # and ours, once released
+        pass
+
+
+def test_a_failed_write_leaves_no_temporary_file_and_names_the_path(tmp_path, monkeypatch):
+    def no_space(state, f):
+        f.write(b"half")
+        raise RuntimeError("[enforce fail at inline_container.cc] PytorchStreamWriter failed writing file data/0: file write failed")
+
+    monkeypatch.setattr(torch, "save", no_space)
+    with pytest.raises(OSError, match="cannot write .*ckpt-00000001.pt: \\[enforce fail"):
+        ckpt.save_checkpoint({"model": {"w": torch.ones(1)}}, tmp_path, 1)
+    assert list(tmp_path.iterdir()) == []
+    (tmp_path / "ckpt-00000002.pt.tmp").write_bytes(b"left by a killed process")
+    assert ckpt.list_checkpoints(tmp_path) == []  # never taken for a checkpoint
