@@ -13,7 +13,7 @@ from detrlib.model.transformer import DecoderLayer
 
 
 def conditional_config():
-    return get_profile("smoke").replace(**{"model.decoder_layer": "conditional"})
+    return get_profile("smoke").replace(**{"model.decoder_layer_type": "conditional"})
 
 
 def batch():

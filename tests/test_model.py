@@ -387,7 +387,7 @@ def test_the_config_knows_every_backbone():
 
 
 @pytest.mark.parametrize("changes, match", [
-    ({"decoder_layer": "deformable"}, "model.decoder_layer must be one of conditional, detr, got 'deformable'"),
+    ({"decoder_layer_type": "deformable"}, "model.decoder_layer_type must be one of conditional, detr, got 'deform"),
     ({"query_type": "anchors"}, "model.query_type must be one of learned, got 'anchors'"),
 ])
 def test_a_part_nobody_registered_is_a_clear_error(changes, match):

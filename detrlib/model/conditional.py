@@ -1,4 +1,4 @@
-"""Conditional DETR's cross-attention (Meng et al. 2021): ``ModelConfig(decoder_layer="conditional")``.
+"""Conditional DETR's cross-attention (Meng et al. 2021): ``ModelConfig(decoder_layer_type="conditional")``.
 
 DETR adds a query's position to its content, and a key's position to its image feature, before the
 cross-attention compares them: where a query looks has to be learned out of one mixed vector, which
@@ -46,7 +46,7 @@ class ConditionalAttention(Attention):
         return self.attend(q, k, self._heads(v), key_padding_mask)
 
 
-@register("decoder_layer", "conditional")
+@register("decoder_layer_type", "conditional")
 class ConditionalDecoderLayer(DecoderLayer):
     """DETR's decoder layer with Conditional DETR's cross-attention (:meth:`cross_attend`)."""
 

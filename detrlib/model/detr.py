@@ -160,7 +160,7 @@ def build_model(cfg: ModelConfig, compile: bool = False) -> DETR:
                                      cfg.frozen_stages, cfg.pretrained_backbone)
     joiner = Joiner(backbone, part(cfg, "position_embedding")(cfg.hidden_dim // 2))
     transformer = Transformer(cfg.hidden_dim, cfg.nheads, cfg.enc_layers, cfg.dec_layers, cfg.dim_feedforward,
-                              cfg.dropout, part(cfg, "encoder_layer"), part(cfg, "decoder_layer"))
+                              cfg.dropout, part(cfg, "encoder_layer_type"), part(cfg, "decoder_layer_type"))
     denoiser = (Denoiser(cfg.num_classes, cfg.hidden_dim, cfg.dn_groups, cfg.dn_label_noise, cfg.dn_box_noise)
                 if cfg.dn_groups > 0 else None)
     model = DETR(joiner, transformer, cfg.num_classes, cfg.num_queries, cfg.aux_loss, denoiser,

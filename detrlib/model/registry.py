@@ -1,4 +1,4 @@
-"""Model parts by name: a ``ModelConfig`` field of each kind names one, and :func:`build_model` builds
+"""Model parts by name: the ``ModelConfig`` field of each kind names one, and :func:`build_model` builds
 it from here. A part takes the arguments of DETR's own part of its kind (:class:`Backbone`,
 :class:`PositionEmbeddingSine`, :class:`EncoderLayer`, :class:`DecoderLayer`, :class:`LearnedQueries`)
 and returns what that one returns."""
@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from detrlib.config import ConfigError
 
-KINDS = ("backbone", "position_embedding", "encoder_layer", "decoder_layer", "query_type")  # ModelConfig's fields
+KINDS = ("backbone", "position_embedding", "encoder_layer_type", "decoder_layer_type", "query_type")
 PARTS: dict[str, dict] = {kind: {} for kind in KINDS}
 
 

@@ -15,7 +15,7 @@ from detrlib.model.attention import Attention
 from detrlib.model.registry import register
 
 
-@register("encoder_layer", "detr")
+@register("encoder_layer_type", "detr")
 class EncoderLayer(nn.Module):
     """Self-attention among the image tokens, then a feed-forward network, each with a residual and LayerNorm."""
 
@@ -37,7 +37,7 @@ class EncoderLayer(nn.Module):
         return self.norm2(src + self.dropout2(ffn))
 
 
-@register("decoder_layer", "detr")
+@register("decoder_layer_type", "detr")
 class DecoderLayer(nn.Module):
     """Self-attention among the queries, cross-attention to the image tokens (:meth:`cross_attend`, by a
     ``cross_attention`` module), a feed-forward network; each with a residual and LayerNorm."""
