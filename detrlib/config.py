@@ -85,6 +85,10 @@ class ModelConfig:
     frozen_bn: bool = True  # FrozenBatchNorm2d as in DETR; False trains ordinary BatchNorm2d
     frozen_stages: int = 1  # k > 0 freezes the stem and layer1..layerk (DETR: 1); 0 trains it all
     pretrained_backbone: bool = False  # torchvision ImageNet weights (needs a download)
+    # parts by their names in detrlib.model.registry (decoder_layer_type="conditional": Conditional DETR)
+    encoder_layer_type: str = "detr"
+    decoder_layer_type: str = "detr"
+    query_type: str = "learned"
     # denoising training (chapter 5); 0 groups turns it off
     dn_groups: int = 0
     dn_label_noise: float = 0.2
