@@ -42,7 +42,7 @@ CHAPTERS = {
     "03_matching": Chapter(other_minutes=1.0, downloads=False),
     "04_training": Chapter(runs=("vanilla",), other_minutes=2.0, other="predictions and the resume demo"),
     "05_denoising": Chapter(runs=("vanilla", "denoising"), other_minutes=2.0, other="matching stability"),
-    "06_pruning": Chapter(runs=("denoising", "usage-pruned"), other_minutes=7.0,
+    "06_pruning": Chapter(runs=("denoising", "usage-pruned"), other_minutes=9.0,
                           other="the COCO model pruned by layers and queries, evaluated without training"),
     "07_mixed_precision": Chapter(other_minutes=3.0, other="fp32 and AMP training steps, timed in turns"),
     "08_results": Chapter(other_minutes=1.0, downloads=False),

@@ -90,6 +90,10 @@ class ModelConfig:
     frozen_bn: bool = knob(True, "FrozenBatchNorm2d as in DETR; false trains ordinary BatchNorm2d")
     frozen_stages: int = knob(1, "k > 0 freezes the stem and layer1..layerk (DETR: 1); 0 trains it all")
     pretrained_backbone: bool = knob(False, "torchvision's ImageNet weights (needs a download)")
+    encoder_layer_type: str = knob("detr", "the encoder layer, by its name in detrlib.model.registry")
+    decoder_layer_type: str = knob("detr", "the decoder layer, by its name in detrlib.model.registry "
+                                           "(conditional: Conditional DETR)")
+    query_type: str = knob("learned", "the object queries, by their name in detrlib.model.registry")
     dn_groups: int = knob(0, "denoising groups (chapter 5); 0 turns denoising off")
     dn_label_noise: float = knob(0.2, "share of denoising labels flipped")
     dn_box_noise: float = knob(0.4, "denoising box noise, relative to the box size")

@@ -30,6 +30,8 @@ from torch import Tensor, nn
 from torch.nn.utils.rnn import pad_sequence
 from torchvision.ops import box_convert, generalized_box_iou
 
+from detrlib.targets import check_targets
+
 # torchvision's GIoU pairs [N, 4] with [M, 4]; vmap runs it over a leading batch dimension
 _batched_giou = torch.vmap(generalized_box_iou)
 
@@ -44,29 +46,6 @@ def one_thread():
         yield
     finally:
         torch.set_num_threads(threads)
-
-
-def check_targets(targets: list[dict], batch_size: int, num_classes: int) -> None:
-    """Raise a clear error when ``targets`` do not fit the model outputs (see CONTRIBUTING.md)."""
-    if len(targets) != batch_size:
-        raise ValueError(f"got {len(targets)} targets for a batch of {batch_size} images: "
-                         "pass one target dict per image")
-    for b, t in enumerate(targets):
-        for key in ("boxes", "labels"):
-            if key not in t:
-                raise KeyError(f"targets[{b}] has no {key!r}: each target needs 'boxes' [N, 4] "
-                               "(normalized cx, cy, w, h) and 'labels' [N] (int64)")
-        boxes, labels = t["boxes"], t["labels"]
-        if boxes.ndim != 2 or boxes.shape[-1] != 4 or labels.shape != boxes.shape[:1]:
-            raise ValueError(f"targets[{b}]: 'boxes' must be [N, 4] and 'labels' [N], "
-                             f"got {tuple(boxes.shape)} and {tuple(labels.shape)}")
-        if labels.dtype != torch.int64:
-            raise TypeError(f"targets[{b}]['labels'] is {labels.dtype}: labels must be int64 class indices")
-    labels = torch.cat([t["labels"] for t in targets])
-    if labels.numel() and (labels.min() < 0 or labels.max() >= num_classes):
-        raise ValueError(f"a target label lies outside [0, {num_classes - 1}]: the model predicts "
-                         f"{num_classes} classes plus no-object (index {num_classes}); "
-                         "check num_classes against the dataset's class list")
 
 
 @one_thread()

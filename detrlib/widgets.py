@@ -1,9 +1,9 @@
-"""Interactive explorers that still read well as static pages.
+"""Interactive explorers that still read well as static pages, and numbers for a page's prose.
 
 In a live notebook (Jupyter, Colab) :func:`explore` shows ipywidgets controls over a drawing.
 When a notebook is executed to build the book, nobody can move a slider, so with
 ``DETRLIB_STATIC_WIDGETS=1`` (set by ``make book``) it draws the same view for a few chosen
-settings instead, one figure each.
+settings instead, one figure each. :func:`glue` hands a measured value to the page's text.
 """
 from __future__ import annotations
 
@@ -47,3 +47,17 @@ def explore(draw: Callable[..., object], static: list[dict], **controls):
     widget = ipywidgets.interactive(show, **controls)
     display(widget)
     return widget
+
+
+def glue(name: str, value) -> None:
+    """Hand ``value``, measured by this run, to the page's prose, which quotes it as
+    ``{glue:text}`name``` or ``{glue:text}`name:.3f```: a rebuild on another machine then changes
+    the words with the numbers. This is myst-nb's ``glue``, shown nowhere in the notebook; where
+    myst-nb is not installed (Colab) it does nothing, and the cell's printed output carries the number."""
+    try:
+        from myst_nb import glue as myst_glue
+    except ImportError:
+        return
+    if hasattr(value, "item"):  # a tensor or numpy scalar: its plain Python value formats in the text
+        value = value.item()
+    myst_glue(name, value, display=False)

@@ -61,3 +61,24 @@ def test_a_bf16_run_logs_every_step_and_its_peak_memory(tmp_path, monkeypatch):
     assert steps["step"] == [1.0, 2.0, 3.0] and all(s > 0 for s in steps["seconds"])
     assert all(torch.isfinite(torch.tensor(steps["loss"])))
     assert read_metrics(out)[-1]["peak_memory_mb"] > 0
+
+
+@pytest.mark.slow
+def test_the_benchmark_training_step_runs_in_each_precision_from_the_same_start():
+    """Chapter 7 times fp32 against AMP with this step, taking turns: both must start from the same
+    weights, and the low-precision step must really run the model in its dtype."""
+    from detrlib.bench import random_batch
+    from detrlib.bench.step import detrlib_step
+
+    cfg = get_profile("smoke")
+    batch = random_batch(2, 64, cfg.model.num_classes)
+    first = {}
+    for name, dtype in {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}.items():
+        step = detrlib_step(cfg, *batch, dtype=dtype)
+        losses = [step() for _ in range(5)]
+        assert all(torch.isfinite(torch.tensor(losses))), f"{name}: {losses}"
+        assert losses[-1] < losses[0], f"{name}: five steps on one batch must lower its loss: {losses}"
+        first[name] = losses[0]
+    for name in ("bf16", "fp16"):
+        assert first[name] != first["fp32"], f"{name} gave fp32's loss bit for bit: autocast did not run"
+        assert abs(first[name] - first["fp32"]) < 0.05 * first["fp32"], "not the same starting weights"

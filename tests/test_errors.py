@@ -152,6 +152,8 @@ CASES = [
     Case("classes-vs-model", SMOKE + " --data {tmp} --train-sets VOC2007:train --val-sets VOC2007:train", 1,
          r"the training data has 20 classes \(aeroplane, bicycle, bird, \.\.\., tvmonitor\) but model.num_classes is 12: "
          r"pass --set model.num_classes=20$", setup=lambda ctx: _voc(ctx, {"a": (60, 40, DOG)})),
+    Case("part-nobody-registered", SMOKE + " --set model.decoder_layer_type=deformable", 1,
+         r"model.decoder_layer_type must be one of conditional, detr, got 'deformable'$"),
     # --- nothing the user has is overwritten -------------------------------------------------------------
     Case("run-folder-with-metrics", SMOKE, 1, r"run already holds a run \(metrics.jsonl\): pass --resume to continue it",
          setup=lambda ctx: [ctx.write("run/metrics.jsonl", '{"step": 100, "AP50": 0.7}\n')]),

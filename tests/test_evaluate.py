@@ -4,7 +4,8 @@ import math
 import pytest
 import torch
 
-from detrlib.evaluate import class_groups, coco_results, evaluate_detections
+from detrlib.data.stats import class_groups
+from detrlib.evaluate import coco_results, evaluate_detections
 
 CLASSES = ["cat", "dog"]
 

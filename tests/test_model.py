@@ -17,7 +17,7 @@ from torch import nn
 from torchvision.models._utils import IntermediateLayerGetter
 
 from detrlib.config import ModelConfig, get_profile
-from detrlib.model import PostProcess, build_model, count_parameters, record_attention
+from detrlib.model import Backbone, PostProcess, build_model, count_parameters, record_attention
 
 DATA = Path(__file__).parent / "data"
 SMALL = ModelConfig(backbone="resnet18", hidden_dim=64, nheads=4, enc_layers=2, dec_layers=3,
@@ -277,6 +277,19 @@ def test_truncated_backbone_stride_and_channels(stages, stride, channels):
     assert not any(f"layer{stages + 1}" in n for n, _ in model.named_parameters())
 
 
+def test_backbone_returns_several_stages_and_detr_reads_the_last():
+    backbone = Backbone("resnet18", stages=3, frozen_bn=False, return_stages=3).eval()
+    images, mask = padded_batch()
+    maps = backbone.feature_maps(images, mask)
+    assert [tuple(f.shape[1:]) for f, _ in maps] == [(64, 24, 32), (128, 12, 16), (256, 6, 8)]  # strides 4, 8, 16
+    assert [tuple(m.shape) for _, m in maps] == [(2, 24, 32), (2, 12, 16), (2, 6, 8)]
+    assert backbone.channels == [64, 128, 256] and backbone.num_channels == 256
+    single = Backbone("resnet18", stages=3, frozen_bn=False).eval()
+    single.load_state_dict(backbone.state_dict())  # the same parameters, whatever the stages returned
+    features, feature_mask = single(images, mask)
+    assert torch.equal(features, maps[-1][0]) and torch.equal(feature_mask, maps[-1][1])
+
+
 def test_quick_profile_model_trains_every_backbone_parameter_with_batchnorm():
     model = build_model(get_profile("quick").model).train()
     assert all(p.requires_grad for p in model.parameters())
@@ -321,10 +334,11 @@ def test_extra_queries_hidden_by_tgt_mask_leave_the_object_queries_unchanged():
     n_extra, q = 4, SMALL.num_queries
     with torch.no_grad():
         tokens, pos, padding, _ = model.image_tokens(images, mask)
-        plain, _ = model.transformer(tokens, pos, padding, model.query_embed.weight)
+        content, queries = model.query_embed(2)
+        plain, _ = model.transformer(tokens, pos, padding, queries, content)
         extra = torch.randn(2, n_extra, 64)
-        query_pos = torch.cat([torch.randn(n_extra, 64), model.query_embed.weight]).expand(2, -1, -1)
-        tgt = torch.cat([extra, torch.zeros(2, q, 64)], dim=1)
+        query_pos = torch.cat([torch.randn(2, n_extra, 64), queries], dim=1)
+        tgt = torch.cat([extra, content], dim=1)
         tgt_mask = torch.zeros(n_extra + q, n_extra + q, dtype=torch.bool)
         tgt_mask[n_extra:, :n_extra] = True
         hs, _ = model.transformer(tokens, pos, padding, query_pos, tgt=tgt, tgt_mask=tgt_mask)
@@ -366,8 +380,19 @@ def test_bad_config_is_a_clear_error(changes, match):
 def test_the_config_knows_every_backbone():
     from detrlib.config import CHOICES
     from detrlib.model.backbone import RESNETS
+    from detrlib.model.registry import PARTS
 
-    assert CHOICES["model.backbone"] == tuple(RESNETS)
+    assert CHOICES["model.backbone"] == tuple(RESNETS) == tuple(PARTS["backbone"])
+    assert set(CHOICES["model.position_embedding"]) == set(PARTS["position_embedding"])
+
+
+@pytest.mark.parametrize("changes, match", [
+    ({"decoder_layer_type": "deformable"}, "model.decoder_layer_type must be one of conditional, detr, got 'deform"),
+    ({"query_type": "anchors"}, "model.query_type must be one of learned, got 'anchors'"),
+])
+def test_a_part_nobody_registered_is_a_clear_error(changes, match):
+    with pytest.raises(ValueError, match=match):  # when the model is built: a variant registers its part first
+        build_model(ModelConfig(**{**SMALL.__dict__, **changes}))
 
 
 def test_learned_positions_refuse_too_large_feature_maps():

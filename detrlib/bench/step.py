@@ -37,25 +37,37 @@ def _arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-hf", action="store_true", help="skip Hugging Face even when installed")
 
 
-def detrlib_step(cfg, images, mask, targets):
+def detrlib_step(cfg, images, mask, targets, dtype: torch.dtype | None = None):
     """One training step of a fresh model built from ``cfg``, as :func:`detrlib.engine.train_one_epoch`
-    takes it."""
+    takes it, on the device of ``images``: the model under autocast to ``dtype`` (``None``: fp32),
+    matching and losses in fp32, a ``GradScaler`` for fp16. The returned callable runs one step on
+    this batch, or on ``(images, mask, targets)`` given to it, and returns the loss as a float."""
     from detrlib.criterion import build_criterion
-    from detrlib.engine import make_optimizer
+    from detrlib.engine import autocast, make_optimizer
     from detrlib.model import build_model
 
+    device = images.device
     torch.manual_seed(0)
-    model = build_model(cfg.model).train()
-    criterion = build_criterion(cfg)
+    model = build_model(cfg.model).to(device).train()
+    criterion = build_criterion(cfg).to(device)
     optimizer = make_optimizer(model, cfg.train)
+    scaler = torch.amp.GradScaler(device.type) if dtype == torch.float16 else None
 
-    def step():
-        outputs = model(images, mask, targets=targets)
+    def step(images=images, mask=mask, targets=targets) -> float:
+        with autocast(device, dtype):
+            outputs = model(images, mask, targets=targets)
         loss = criterion.total(criterion(outputs, targets))
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        (scaler.scale(loss) if scaler else loss).backward()
+        if scaler:
+            scaler.unscale_(optimizer)
         nn.utils.clip_grad_norm_(model.parameters(), cfg.train.clip_max_norm)
-        optimizer.step()
+        if scaler:
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            optimizer.step()
+        return loss.item()
 
     return step
 

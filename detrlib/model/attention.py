@@ -51,16 +51,19 @@ class Attention(nn.Module):
         else:
             q, k = F.linear(query, w[:d], b[:d]), F.linear(key, w[d : 2 * d], b[d : 2 * d])
         v = F.linear(value, w[2 * d :], b[2 * d :])
-        q, k, v = self._heads(q), self._heads(k), self._heads(v)
+        return self.attend(self._heads(q), self._heads(k), self._heads(v), key_padding_mask, attn_mask)
 
+    def attend(self, q, k, v, key_padding_mask=None, attn_mask=None):
+        """The attention of projected heads ``q [B, nheads, L, e]``, ``k [B, nheads, S, e]`` and
+        ``v [B, nheads, S, d / nheads]``, through ``out_proj``: ``(output [B, L, d], weights)``."""
         allowed = _allowed(key_padding_mask, attn_mask)
         out = F.scaled_dot_product_attention(
             q, k, v, attn_mask=allowed, dropout_p=self.dropout if self.training else 0.0)
-        out = self.out_proj(out.transpose(1, 2).reshape(query.shape[0], query.shape[1], d))
+        out = self.out_proj(out.transpose(1, 2).flatten(2))
 
         weights = None
         if self.record:
-            scores = q @ k.transpose(-2, -1) * (d // self.nheads) ** -0.5
+            scores = q @ k.transpose(-2, -1) * q.shape[-1] ** -0.5
             if allowed is not None:
                 scores = scores.masked_fill(~allowed, float("-inf"))
             weights = scores.softmax(-1).detach()

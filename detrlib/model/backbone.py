@@ -4,7 +4,8 @@ As in DETR, BatchNorm is frozen (``FrozenBatchNorm2d``: fixed statistics and aff
 the stem and ``layer1`` are not trained, and ``dilation`` trades ``layer4``'s stride for a finer
 map. detrlib adds what a model trained from scratch on a CPU needs: ``stages`` cuts the ResNet
 short (4 -> stride 32, 3 -> 16, 2 -> 8), ``frozen_bn=False`` uses ordinary BatchNorm and
-``frozen_stages=0`` trains everything.
+``frozen_stages=0`` trains everything. ``return_stages`` keeps the feature maps of several stages,
+for multi-scale models (:meth:`Backbone.feature_maps`); DETR reads the last one.
 """
 from __future__ import annotations
 
@@ -15,17 +16,17 @@ from torch import nn
 from torchvision.models._utils import IntermediateLayerGetter
 from torchvision.ops import FrozenBatchNorm2d
 
+from detrlib.model.registry import register
+
 RESNETS = {"resnet18": 64, "resnet34": 64, "resnet50": 256, "resnet101": 256}  # layer1's channels
 
 
 class Backbone(nn.Module):
-    """``(images [B, 3, H, W], mask [B, H, W] | None) -> (features [B, C, h, w], mask [B, h, w] | None)``."""
+    """``(images [B, 3, H, W], mask [B, H, W] | None)`` -> the last stage's ``(features [B, C, h, w], mask)``."""
 
     def __init__(self, name: str = "resnet50", stages: int = 4, dilation: bool = False,
-                 frozen_bn: bool = True, frozen_stages: int = 1, pretrained: bool = False):
+                 frozen_bn: bool = True, frozen_stages: int = 1, pretrained: bool = False, return_stages: int = 1):
         super().__init__()
-        if name not in RESNETS:
-            raise ValueError(f"ModelConfig.backbone must be one of {sorted(RESNETS)}, got {name!r}")
         if stages not in (1, 2, 3, 4):
             raise ValueError(f"ModelConfig.backbone_stages must be 1 to 4, got {stages}")
         if not 0 <= frozen_stages <= 4:
@@ -38,9 +39,11 @@ class Backbone(nn.Module):
             weights=weights, replace_stride_with_dilation=[False, False, dilation],
             norm_layer=FrozenBatchNorm2d if frozen_bn else nn.BatchNorm2d)
         # channels-last (NHWC) convolutions are much faster on CPUs (oneDNN) and on tensor cores
-        self.body = IntermediateLayerGetter(resnet, return_layers={f"layer{stages}": "0"}).to(
+        returned = range(stages - return_stages + 1, stages + 1)
+        self.body = IntermediateLayerGetter(resnet, return_layers={f"layer{i}": str(i) for i in returned}).to(
             memory_format=torch.channels_last)
-        self.num_channels = RESNETS[name] * 2 ** (stages - 1)
+        self.channels = [RESNETS[name] * 2 ** (i - 1) for i in returned]  # of each returned stage
+        self.num_channels = self.channels[-1]
         self.frozen = []  # the stem and layer1..layerk when frozen_stages = k > 0
         if frozen_stages:
             self.frozen = ["conv1", "bn1"] + [f"layer{i}" for i in range(1, frozen_stages + 1)]
@@ -56,10 +59,13 @@ class Backbone(nn.Module):
         return self
 
     def forward(self, images: torch.Tensor, mask: torch.Tensor | None = None):
-        features = self.body(images.contiguous(memory_format=torch.channels_last))["0"]
-        if mask is not None:
-            mask = F.interpolate(mask[None].float(), size=features.shape[-2:]).to(torch.bool)[0]
-        return features, mask
+        return self.feature_maps(images, mask)[-1]
+
+    def feature_maps(self, images: torch.Tensor, mask: torch.Tensor | None = None) -> list[tuple]:
+        """``(features, mask)`` of each of the ``return_stages`` last stages, finest first."""
+        maps = self.body(images.contiguous(memory_format=torch.channels_last)).values()
+        return [(f, None if mask is None else F.interpolate(mask[None].float(), size=f.shape[-2:]).to(torch.bool)[0])
+                for f in maps]
 
 
 class Joiner(nn.Sequential):
@@ -74,3 +80,7 @@ class Joiner(nn.Sequential):
         features, mask = self[0](images, mask)
         pos = self[1](features, mask).to(features.dtype)
         return features, mask, pos
+
+
+for _resnet in RESNETS:  # ModelConfig.backbone names a torchvision ResNet
+    register("backbone", _resnet)(Backbone)

@@ -53,13 +53,14 @@ def noise_boxes(boxes: Tensor, scale: float, generator=None) -> Tensor:
 
 
 def sine_box_embedding(boxes: Tensor, dim: int, temperature: float = 10000) -> Tensor:
-    """``[..., 4]`` boxes in [0, 1] -> ``[..., dim]``: each coordinate gets ``dim / 4`` sines and
-    cosines, the encoding DETR gives pixel positions (coordinates scaled by 2π)."""
-    if dim % 8:
-        raise ValueError(f"hidden_dim {dim} must be divisible by 8 to sine-encode the 4 box coordinates")
-    n = dim // 4
+    """``[..., k]`` coordinates in [0, 1] (a box's 4, a point's 2) -> ``[..., dim]``: each coordinate gets
+    ``dim / k`` sines and cosines, the encoding DETR gives pixel positions (coordinates scaled by 2π)."""
+    k = boxes.shape[-1]
+    if dim % (2 * k):
+        raise ValueError(f"hidden_dim {dim} must be divisible by {2 * k} to sine-encode {k} coordinates")
+    n = dim // k
     freq = temperature ** (2 * (torch.arange(n, device=boxes.device) // 2) / n)
-    angles = boxes[..., None].float() * 2 * math.pi / freq  # [..., 4, n]
+    angles = boxes[..., None].float() * 2 * math.pi / freq  # [..., k, n]
     embedding = torch.stack([angles[..., 0::2].sin(), angles[..., 1::2].cos()], -1).flatten(-2)
     return embedding.flatten(-2)
 

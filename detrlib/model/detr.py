@@ -5,7 +5,7 @@
 
 1. :meth:`image_tokens`: CNN features, projected to ``hidden_dim`` and flattened to tokens, with
    their positions and padding mask;
-2. the transformer encodes the tokens and decodes the learned object queries;
+2. the transformer encodes the tokens and decodes the object queries (:class:`LearnedQueries`);
 3. :meth:`predict`: a linear class head (``num_classes + 1`` logits, no-object last) and a
    3-layer MLP box head (sigmoid ``cx, cy, w, h`` in [0, 1] of the unpadded image) on every
    decoder layer's output.
@@ -18,11 +18,11 @@ from torch import nn
 from torchvision.ops import box_convert
 
 from detrlib.config import ModelConfig
-from detrlib.matcher import check_targets
-from detrlib.model.backbone import Backbone, Joiner
+from detrlib.model.backbone import Joiner
 from detrlib.model.denoising import Denoiser
-from detrlib.model.position_encoding import build_position_encoding
+from detrlib.model.registry import part, register
 from detrlib.model.transformer import Transformer
+from detrlib.targets import check_targets
 
 
 class MLP(nn.Module):
@@ -39,6 +39,20 @@ class MLP(nn.Module):
         return x
 
 
+@register("query_type", "learned")
+class LearnedQueries(nn.Module):
+    """DETR's object queries: zero content and a learned position each (``weight [Q, d]``, the official
+    checkpoint's ``query_embed.weight``). ``(batch_size) -> (content, position)``, both ``[B, Q, d]``."""
+
+    def __init__(self, num_queries: int, hidden_dim: int):
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(num_queries, hidden_dim))  # as nn.Embedding initialises it
+
+    def forward(self, batch_size: int):
+        position = self.weight.expand(batch_size, -1, -1)
+        return torch.zeros_like(position), position
+
+
 class DETR(nn.Module):
     """``model(images [B, 3, H, W] float, mask [B, H, W] bool, True = padding, or None)`` ->
     ``{"pred_logits": [B, Q, C + 1], "pred_boxes": [B, Q, 4], "aux_outputs": [...]}``.
@@ -48,14 +62,14 @@ class DETR(nn.Module):
     """
 
     def __init__(self, backbone: Joiner, transformer: Transformer, num_classes: int, num_queries: int,
-                 aux_loss: bool = True, denoiser: Denoiser | None = None):
+                 aux_loss: bool = True, denoiser: Denoiser | None = None, query_type=LearnedQueries):
         super().__init__()
         self.num_classes, self.num_queries, self.aux_loss = num_classes, num_queries, aux_loss
         self.transformer = transformer
         hidden_dim = transformer.d_model
         self.class_embed = nn.Linear(hidden_dim, num_classes + 1)
         self.bbox_embed = MLP(hidden_dim, hidden_dim, 4, 3)
-        self.query_embed = nn.Embedding(num_queries, hidden_dim)
+        self.query_embed = query_type(num_queries, hidden_dim)
         self.input_proj = nn.Conv2d(backbone.num_channels, hidden_dim, kernel_size=1)
         self.backbone = backbone
         self.denoiser = denoiser
@@ -88,7 +102,8 @@ class DETR(nn.Module):
         tokens, pos, padding, _ = self.image_tokens(images, mask)
         if self.denoiser is not None and self.training and targets is not None:
             return self.denoise(tokens, pos, padding, targets)
-        hs, _ = self.transformer(tokens, pos, padding, self.query_embed.weight)
+        content, query_pos = self.query_embed(len(tokens))
+        hs, _ = self.transformer(tokens, pos, padding, query_pos, content)
         return self.predict(hs)
 
     def denoise(self, tokens, pos, padding, targets: list[dict]) -> dict:
@@ -102,9 +117,9 @@ class DETR(nn.Module):
         check_targets(targets, len(tokens), self.num_classes)
         dn = self.denoiser(targets, self.num_queries)
         n = dn.content.shape[1]
-        query_pos = torch.cat([dn.pos, self.query_embed.weight.expand(len(tokens), -1, -1)], 1)
-        tgt = torch.cat([dn.content, torch.zeros_like(query_pos[:, n:])], 1)  # DETR's zero content
-        hs, _ = self.transformer(tokens, pos, padding, query_pos, tgt, dn.attn_mask)
+        content, query_pos = self.query_embed(len(tokens))
+        hs, _ = self.transformer(tokens, pos, padding, torch.cat([dn.pos, query_pos], 1),
+                                 torch.cat([dn.content, content], 1), dn.attn_mask)
         # the heads run once on all the queries; their results are split after
         logits, boxes = self.class_embed(hs), self.bbox_embed(hs).sigmoid()
         out = self.outputs(logits[:, :, n:], boxes[:, :, n:])
@@ -138,17 +153,18 @@ def check_inputs(images, mask) -> None:
 
 
 def build_model(cfg: ModelConfig, compile: bool = False) -> DETR:
-    """DETR as ``cfg`` describes it, with random weights (ImageNet ones for the backbone when
-    ``cfg.pretrained_backbone``). ``compile=True`` wraps the forward in ``torch.compile``; the
-    state_dict keeps its names."""
-    backbone = Backbone(cfg.backbone, cfg.backbone_stages, cfg.dilation, cfg.frozen_bn,
-                        cfg.frozen_stages, cfg.pretrained_backbone)
-    joiner = Joiner(backbone, build_position_encoding(cfg.position_embedding, cfg.hidden_dim))
-    transformer = Transformer(cfg.hidden_dim, cfg.nheads, cfg.enc_layers, cfg.dec_layers,
-                              cfg.dim_feedforward, cfg.dropout)
+    """DETR as ``cfg`` describes it, each part the one ``cfg`` names (:mod:`detrlib.model.registry`),
+    with random weights (ImageNet ones for the backbone when ``cfg.pretrained_backbone``).
+    ``compile=True`` wraps the forward in ``torch.compile``; the state_dict keeps its names."""
+    backbone = part(cfg, "backbone")(cfg.backbone, cfg.backbone_stages, cfg.dilation, cfg.frozen_bn,
+                                     cfg.frozen_stages, cfg.pretrained_backbone)
+    joiner = Joiner(backbone, part(cfg, "position_embedding")(cfg.hidden_dim // 2))
+    transformer = Transformer(cfg.hidden_dim, cfg.nheads, cfg.enc_layers, cfg.dec_layers, cfg.dim_feedforward,
+                              cfg.dropout, part(cfg, "encoder_layer_type"), part(cfg, "decoder_layer_type"))
     denoiser = (Denoiser(cfg.num_classes, cfg.hidden_dim, cfg.dn_groups, cfg.dn_label_noise, cfg.dn_box_noise)
                 if cfg.dn_groups > 0 else None)
-    model = DETR(joiner, transformer, cfg.num_classes, cfg.num_queries, cfg.aux_loss, denoiser)
+    model = DETR(joiner, transformer, cfg.num_classes, cfg.num_queries, cfg.aux_loss, denoiser,
+                 part(cfg, "query_type"))
     if compile:
         model.compile()
     return model

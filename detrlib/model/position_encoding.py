@@ -10,7 +10,10 @@ import math
 import torch
 from torch import nn
 
+from detrlib.model.registry import register
 
+
+@register("position_embedding", "sine")
 class PositionEmbeddingSine(nn.Module):
     """Sines and cosines of each cell's row and column, at ``num_pos_feats / 2`` frequencies each.
 
@@ -50,6 +53,7 @@ class PositionEmbeddingSine(nn.Module):
         return torch.cat((pos_y, pos_x), dim=3).permute(0, 3, 1, 2)
 
 
+@register("position_embedding", "learned")
 class PositionEmbeddingLearned(nn.Module):
     """One learned vector per column and per row (at most 50 of each), concatenated."""
 
@@ -71,10 +75,3 @@ class PositionEmbeddingLearned(nn.Module):
         pos = torch.cat([x_emb.unsqueeze(0).expand(h, w, -1), y_emb.unsqueeze(1).expand(h, w, -1)], dim=-1)
         return pos.permute(2, 0, 1).unsqueeze(0)
 
-
-def build_position_encoding(kind: str, hidden_dim: int) -> nn.Module:
-    if kind == "sine":
-        return PositionEmbeddingSine(hidden_dim // 2, normalize=True)
-    if kind == "learned":
-        return PositionEmbeddingLearned(hidden_dim // 2)
-    raise ValueError(f"ModelConfig.position_embedding must be 'sine' or 'learned', got {kind!r}")

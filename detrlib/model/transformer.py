@@ -12,9 +12,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from detrlib.model.attention import Attention
+from detrlib.model.registry import register
 
 
+@register("encoder_layer_type", "detr")
 class EncoderLayer(nn.Module):
+    """Self-attention among the image tokens, then a feed-forward network, each with a residual and LayerNorm."""
+
     def __init__(self, d_model: int, nheads: int, dim_feedforward: int, dropout: float):
         super().__init__()
         self.self_attn = Attention(d_model, nheads, dropout)
@@ -33,11 +37,15 @@ class EncoderLayer(nn.Module):
         return self.norm2(src + self.dropout2(ffn))
 
 
+@register("decoder_layer_type", "detr")
 class DecoderLayer(nn.Module):
-    def __init__(self, d_model: int, nheads: int, dim_feedforward: int, dropout: float):
+    """Self-attention among the queries, cross-attention to the image tokens (:meth:`cross_attend`, by a
+    ``cross_attention`` module), a feed-forward network; each with a residual and LayerNorm."""
+
+    def __init__(self, d_model: int, nheads: int, dim_feedforward: int, dropout: float, cross_attention=Attention):
         super().__init__()
         self.self_attn = Attention(d_model, nheads, dropout)
-        self.multihead_attn = Attention(d_model, nheads, dropout)
+        self.multihead_attn = cross_attention(d_model, nheads, dropout)
         self.linear1 = nn.Linear(d_model, dim_feedforward)
         self.dropout = nn.Dropout(dropout)
         self.linear2 = nn.Linear(dim_feedforward, d_model)
@@ -51,16 +59,21 @@ class DecoderLayer(nn.Module):
     def forward(self, tgt, memory, pos, query_pos, padding_mask=None, tgt_mask=None):
         q = tgt + query_pos
         tgt = self.norm1(tgt + self.dropout1(self.self_attn(q, q, tgt, attn_mask=tgt_mask)[0]))
-        attended = self.multihead_attn(tgt + query_pos, memory + pos, memory, padding_mask)[0]
-        tgt = self.norm2(tgt + self.dropout2(attended))
+        tgt = self.norm2(tgt + self.dropout2(self.cross_attend(tgt, memory, pos, query_pos, padding_mask)))
         ffn = self.linear2(self.dropout(F.relu(self.linear1(tgt))))
         return self.norm3(tgt + self.dropout3(ffn))
 
+    def cross_attend(self, tgt, memory, pos, query_pos, padding_mask):
+        """The queries ``[B, Q, d]`` read the image tokens ``memory [B, HW, d]``: DETR adds positions to both."""
+        return self.multihead_attn(tgt + query_pos, memory + pos, memory, padding_mask)[0]
+
 
 class Encoder(nn.Module):
-    def __init__(self, num_layers: int, **layer_args):
+    """``num_layers`` encoder layers ``layer(**layer_args)``, one after the other."""
+
+    def __init__(self, num_layers: int, layer=EncoderLayer, **layer_args):
         super().__init__()
-        self.layers = nn.ModuleList(EncoderLayer(**layer_args) for _ in range(num_layers))
+        self.layers = nn.ModuleList(layer(**layer_args) for _ in range(num_layers))
 
     def forward(self, src, pos, padding_mask=None):
         for layer in self.layers:
@@ -69,9 +82,11 @@ class Encoder(nn.Module):
 
 
 class Decoder(nn.Module):
-    def __init__(self, num_layers: int, d_model: int, **layer_args):
+    """``num_layers`` decoder layers ``layer(d_model, **layer_args)``; one LayerNorm for every layer's output."""
+
+    def __init__(self, num_layers: int, d_model: int, layer=DecoderLayer, **layer_args):
         super().__init__()
-        self.layers = nn.ModuleList(DecoderLayer(d_model, **layer_args) for _ in range(num_layers))
+        self.layers = nn.ModuleList(layer(d_model, **layer_args) for _ in range(num_layers))
         self.norm = nn.LayerNorm(d_model)
 
     def forward(self, tgt, memory, pos, query_pos, padding_mask=None, tgt_mask=None):
@@ -84,29 +99,27 @@ class Decoder(nn.Module):
 
 
 class Transformer(nn.Module):
+    """DETR's encoder and decoder, made of ``encoder_layer`` and ``decoder_layer`` (DETR's by default)."""
+
     def __init__(self, d_model=256, nhead=8, num_encoder_layers=6, num_decoder_layers=6,
-                 dim_feedforward=2048, dropout=0.1):
+                 dim_feedforward=2048, dropout=0.1, encoder_layer=EncoderLayer, decoder_layer=DecoderLayer):
         super().__init__()
         args = dict(nheads=nhead, dim_feedforward=dim_feedforward, dropout=dropout)
-        self.encoder = Encoder(num_encoder_layers, d_model=d_model, **args)
-        self.decoder = Decoder(num_decoder_layers, d_model, **args)
+        self.encoder = Encoder(num_encoder_layers, encoder_layer, d_model=d_model, **args)
+        self.decoder = Decoder(num_decoder_layers, d_model, decoder_layer, **args)
         self.d_model, self.nhead = d_model, nhead
         for p in self.parameters():
             if p.dim() > 1:
                 nn.init.xavier_uniform_(p)
 
-    def forward(self, src, pos, padding_mask, query_pos, tgt=None, tgt_mask=None):
+    def forward(self, src, pos, padding_mask, query_pos, tgt, tgt_mask=None):
         """Encode image tokens ``src [B, HW, d]`` (positions ``pos``, True in ``padding_mask [B, HW]``
         where padded), then decode the queries.
 
-        ``query_pos [Q, d]`` or ``[B, Q, d]`` are the learned object queries; ``tgt`` is the decoder's
-        content input (zeros in DETR); ``tgt_mask [Q, Q]`` (True = may not attend) restricts the
-        decoder's self-attention. Returns ``(hs [layers, B, Q, d], memory [B, HW, d])``.
+        ``query_pos [B, Q, d]`` are the queries' positions and ``tgt [B, Q, d]`` their content
+        (:class:`~detrlib.model.detr.LearnedQueries`: learned, and zeros); ``tgt_mask [Q, Q]`` (True = may
+        not attend) restricts the decoder's self-attention. Returns ``(hs [layers, B, Q, d], memory [B, HW, d])``.
         """
         memory = self.encoder(src, pos, padding_mask)
-        if query_pos.dim() == 2:
-            query_pos = query_pos.unsqueeze(0).expand(src.shape[0], -1, -1)
-        if tgt is None:
-            tgt = torch.zeros_like(query_pos)
         hs = self.decoder(tgt, memory, pos, query_pos, padding_mask, tgt_mask)
         return hs, memory

@@ -1,0 +1,51 @@
+"""The chapters that train, run top to bottom in the gpu profile on the CPU at toy size, so that a
+Colab reader is never the first to run their GPU cells: DETR-R50 from an official-format checkpoint
+with random values, on a generated VOC-format tree, with the profile's settings shrunk through
+``DETRLIB_SET`` (small images, 2 steps, a few validation images)."""
+import json
+import os
+
+import nbformat
+import pytest
+from nbclient import NotebookClient
+
+from book_layout import ROOT
+from detrlib.data.toy import make_voc_like
+from official import write_official_checkpoint
+
+pytestmark = pytest.mark.slow
+CHAPTERS = ["04_training", "05_denoising", "06_pruning"]  # the chapters whose cells differ on a GPU
+
+
+@pytest.fixture(scope="module")
+def gpu_at_toy_size(tmp_path_factory):
+    work = tmp_path_factory.mktemp("gpu-chapters")
+    voc = make_voc_like(work / "voc", {"VOC2007": {"trainval": 16, "test": 8}})
+    checkpoint = write_official_checkpoint(work / "detr-r50-e632da11.pth")
+    changes = {"data.root": str(voc), "data.download": False, "data.train_scales": [64], "data.max_size": 80,
+               "data.val_size": 64, "data.val_subset": 6, "data.num_workers": 0, "train.batch_size": 2,
+               "train.max_steps": 2, "train.warmup_steps": 1, "train.checkpoint_every": 0, "train.device": "cpu",
+               "train.init_checkpoint": str(checkpoint)}
+    env = {"DETRLIB_PROFILE": "gpu", "DETRLIB_SET": json.dumps(changes), "DETRLIB_HOME": str(work / "home"),
+           "DETRLIB_STATIC_WIDGETS": "1", "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    saved = {key: os.environ.get(key) for key in env}
+    os.environ.update(env)  # the kernels inherit this environment
+    yield work
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+
+
+@pytest.mark.parametrize("chapter", CHAPTERS)
+def test_the_chapter_runs_in_the_gpu_profile(chapter, gpu_at_toy_size):
+    nb = nbformat.read(ROOT / "notebooks" / f"{chapter}.ipynb", as_version=4)
+    NotebookClient(nb, timeout=900, kernel_name="python3", resources={"metadata": {"path": str(ROOT)}}).execute()
+    text = "\n".join(out.get("text", "") for cell in nb.cells if cell.cell_type == "code" for out in cell.outputs)
+    assert "profile gpu: resnet50" in text and "expected: about" in text  # the plan, printed before training
+    runs = list((gpu_at_toy_size / "home" / "runs").glob("gpu-*"))
+    assert runs and all(json.loads((run / "metrics.jsonl").read_text().splitlines()[-1])["step"] == 2 for run in runs)
+    if chapter == "06_pruning":
+        assert "rows of the model's classes" in text  # the COCO checkpoint as a VOC detector
+        assert "fine-tune: whole gpu runs" in text and len(runs) == 3  # vanilla, denoising and usage-pruned
