@@ -101,7 +101,7 @@ def _config_from_args(args: argparse.Namespace):
     from detrlib.config import get_profile, parse_setting, profile_settings
 
     cfg = profile_settings(args.profile) if args.profile else get_profile()  # a flag wins over DETRLIB_PROFILE
-    changes = {key: getattr(args, _dest(flag)) for flag, key in TRAIN_FLAGS.items()}
+    changes = {key: getattr(args, flag[2:].replace("-", "_")) for flag, key in TRAIN_FLAGS.items()}
     changes = {k: tuple(v) if isinstance(v, list) else v for k, v in changes.items() if v is not None}
     if args.data is not None and cfg.data.toy_train:  # a given folder replaces the generated toy VOC
         changes.setdefault("data.train_sets", ("VOC2007:trainval", "VOC2012:trainval"))
@@ -283,10 +283,6 @@ def _picture_names(inputs: list[Path], out: Path) -> list[Path]:
     return names
 
 
-def _dest(flag: str) -> str:
-    return flag[2:].replace("-", "_")
-
-
 def _field(key: str):
     """An argparse type reading a flag as the config field ``key`` (one element of a tuple field),
     checked as a config checks it."""
@@ -305,15 +301,15 @@ def _field(key: str):
 def _add_fields(parser: argparse.ArgumentParser, flags: dict[str, str], defaults=None, **kwargs) -> None:
     """A flag for each config field of ``flags`` (``{"--epochs": "train.epochs"}``), with the field's
     type, choices and help text; defaults from the config ``defaults`` when given."""
-    from detrlib.config import CHOICES, SECTIONS, field_help, field_types
+    from detrlib.config import CHOICES, SECTIONS, field_types
 
     for flag, key in flags.items():
         section, _, name = key.partition(".")
         several = typing.get_origin(field_types(SECTIONS[section])[name]) is tuple
         default = getattr(getattr(defaults, section), name) if defaults else None
+        text = SECTIONS[section].__dataclass_fields__[name].metadata["help"] + (f" (default {default})" if defaults else "")
         parser.add_argument(flag, type=_field(key), choices=CHOICES.get(key), nargs="+" if several else None,
-                            default=default, help=field_help(key) + (f" (default {default})" if defaults else ""),
-                            **kwargs)
+                            default=default, help=text, **kwargs)
 
 
 def _probability(text: str) -> float:

@@ -53,8 +53,7 @@ class DataConfig:
     toy_image_size: int = knob(128, "longer side of a toy image in pixels")
     toy_max_objects: int = knob(6, "objects per toy image, at most")
     toy_clutter: float = knob(4.0, "decoys, lines and dots per toy image, on average")
-    train_scales: tuple[int, ...] = knob((480, 512, 544, 576, 608, 640, 672, 704, 736, 768, 800),
-                                         "shorter sides a training image is resized to, one drawn per image")
+    train_scales: tuple[int, ...] = knob((480, 512, 544, 576, 608, 640, 672, 704, 736, 768, 800), "shorter sides to draw")
     max_size: int = knob(1333, "longest side of a resized image")
     val_size: int = knob(800, "shorter side of a validation image")
     val_subset: int = knob(0, "evaluate on a fixed random subset of this many validation images; 0: all")
@@ -91,8 +90,7 @@ class ModelConfig:
     frozen_stages: int = knob(1, "k > 0 freezes the stem and layer1..layerk (DETR: 1); 0 trains it all")
     pretrained_backbone: bool = knob(False, "torchvision's ImageNet weights (needs a download)")
     encoder_layer_type: str = knob("detr", "the encoder layer, by its name in detrlib.model.registry")
-    decoder_layer_type: str = knob("detr", "the decoder layer, by its name in detrlib.model.registry "
-                                           "(conditional: Conditional DETR)")
+    decoder_layer_type: str = knob("detr", "the decoder layer, by its registry name (conditional: Conditional DETR)")
     query_type: str = knob("learned", "the object queries, by their name in detrlib.model.registry")
     dn_groups: int = knob(0, "denoising groups (chapter 5); 0 turns denoising off")
     dn_label_noise: float = knob(0.2, "share of denoising labels flipped")
@@ -108,8 +106,7 @@ class TrainConfig:
 
     epochs: int = knob(50, "training epochs")
     max_steps: int = knob(0, "stop after this many optimizer steps; 0: run every epoch")
-    max_minutes: float = knob(0, "stop cleanly (evaluation, checkpoint) after this many minutes of wall clock, "
-                                 "resumed sessions included; 0: no cap")
+    max_minutes: float = knob(0, "stop cleanly after this many minutes, resumed sessions included; 0: no cap")
     batch_size: int = knob(4, "images per batch and process")
     grad_accum_steps: int = knob(1, "batches per optimizer step")
     lr: float = knob(1e-4, "learning rate of the transformer")
@@ -126,12 +123,10 @@ class TrainConfig:
     bbox_loss_coef: float = knob(5.0, "loss weight of the L1 box loss")
     giou_loss_coef: float = knob(2.0, "loss weight of the GIoU loss")
     eos_coef: float = knob(0.1, "class weight of no-object")
-    class_loss: str = knob("ce", "ce as in DETR, balanced (weighted by the inverse effective number of each "
-                                 "class's training objects, Cui et al.) or focal (Lin et al.), chapter 8")
+    class_loss: str = knob("ce", "ce as in DETR, balanced (Cui et al.) or focal (Lin et al.), chapter 8")
     balanced_beta: float = knob(0.999, "balanced: the effective number of n objects is (1 - beta^n) / (1 - beta)")
     focal_gamma: float = knob(2.0, "focal: a prediction's loss is scaled by (1 - p_true)^gamma")
-    amp: str = knob("off", "mixed precision: off, auto (bf16 where the device has it, else fp16 on a GPU, fp32 "
-                           "on a CPU), bf16 or fp16")
+    amp: str = knob("off", "mixed precision: off, auto (bf16 where the device has it, else fp16 on a GPU), bf16, fp16")
     device: str = knob("auto", "auto (cuda when present, else cpu), cpu, cuda, cuda:N or mps")
     seed: int = knob(42, "training seed")
     eval_every: int = knob(1, "epochs between evaluations")
@@ -257,12 +252,6 @@ PATTERNS = {  # regular expression a text must match, and what it means
 def field_types(klass) -> dict[str, type]:
     """The resolved type annotation of each field of a config dataclass."""
     return typing.get_type_hints(klass)
-
-
-def field_help(key: str) -> str:
-    """The help text of the config field ``key`` (``"train.epochs"``)."""
-    section, _, name = key.partition(".")
-    return SECTIONS[section].__dataclass_fields__[name].metadata["help"]
 
 
 def _interval(text: str) -> tuple[float, float, bool, bool]:

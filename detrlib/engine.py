@@ -147,10 +147,8 @@ def train_one_epoch(state: TrainState, criterion, batches, cfg: TrainConfig, on_
     and a ``steps`` row ``[step, loss, lr, seconds]`` per optimizer step, the seconds since the
     previous step (data loading included): the curves of chapter 7. ``on_step()`` runs after each
     optimizer step (checkpoints). The pass ends early when ``cfg.max_steps`` or ``cfg.max_minutes``
-    stops the run (:meth:`TrainState.stop_reason`).
-
-    A batch with a non-finite loss is skipped and counted (``skipped``); after ``NAN_PATIENCE`` in a
-    row the run stops with an error.
+    stops the run (:meth:`TrainState.stop_reason`). A batch with a non-finite loss is skipped and
+    counted (``skipped``); after ``NAN_PATIENCE`` in a row the run stops with an error.
     """
     model, optimizer, scaler = state.net, state.optimizer, state.scaler
     device = next(state.model.parameters()).device
@@ -267,14 +265,11 @@ def train(cfg: Config, out: str | Path | None = None, resume: bool = True, progr
     """Train ``cfg`` in the run folder ``out`` (default: :func:`~detrlib.runfolder.run_dir`) and
     return that folder.
 
-    The folder holds ``config.json``, ``metrics.jsonl`` (one JSON object per evaluation, with the
-    peak memory of the run so far), ``steps.csv`` (loss, learning rate and seconds of every step)
-    and ``checkpoints/`` (see :mod:`detrlib.runfolder`). Each evaluation also matches a fixed batch
-    of training images and records ``match_instability``, the share of matched queries whose object
-    changed since the previous evaluation (see :mod:`detrlib.instability`). With ``resume`` a
-    stopped run continues from its newest readable checkpoint, and a finished run is reused as it
-    is. ``progress`` shows a bar per epoch (except on the book's static pages,
-    ``DETRLIB_STATIC_WIDGETS=1``), the measured speed after a warm-up, and a line per evaluation.
+    The folder's files are :mod:`detrlib.runfolder`'s; each evaluation also records the peak memory
+    so far and ``match_instability`` (:mod:`detrlib.instability`). With ``resume`` a stopped run
+    continues from its newest readable checkpoint, and a finished run is reused as it is.
+    ``progress`` shows a bar per epoch (not on the book's static pages), the measured speed after a
+    warm-up, and a line per evaluation.
 
     The run ends after ``train.epochs``, after ``train.max_steps`` optimizer steps, or at the first
     step after ``train.max_minutes`` of wall clock (the minutes of earlier sessions of a resumed run

@@ -36,8 +36,7 @@ def run_dir(cfg: Config, name: str = "") -> Path:
 
 
 def is_finished(out: str | Path) -> bool:
-    """Whether the run in folder ``out`` has ended (its last evaluation written, its last checkpoint
-    marked finished)."""
+    """Whether the run in folder ``out`` has ended (its last checkpoint is marked finished)."""
     state = ckpt.load_latest(Path(out) / "checkpoints")
     return bool(state and state.get("finished"))
 
@@ -46,10 +45,8 @@ def to_json(obj) -> str:
     """Strict JSON (what ``jq`` and other languages read): NaN, e.g. the AP of a class with no
     objects, becomes null."""
     def clean(v):
-        if isinstance(v, dict):
-            return {k: clean(x) for k, x in v.items()}
-        if isinstance(v, (list, tuple)):
-            return [clean(x) for x in v]
+        if isinstance(v, (dict, list, tuple)):
+            return {k: clean(x) for k, x in v.items()} if isinstance(v, dict) else [clean(x) for x in v]
         return None if isinstance(v, float) and not math.isfinite(v) else v
 
     return json.dumps(clean(obj), allow_nan=False)

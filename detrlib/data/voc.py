@@ -119,14 +119,13 @@ def split_file(year_dir, split: str) -> Path:
     return Path(year_dir) / "ImageSets" / "Main" / f"{split}.txt"
 
 
-def write_split(year_dir, split: str, names) -> Path:
+def write_split(year_dir, split: str, names) -> None:
     """Write a split file, one image id a line, to a temporary file renamed into place."""
     path = split_file(year_dir, split)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text("".join(f"{n}\n" for n in names))
     tmp.replace(path)
-    return path
 
 
 def read_split(year_dir: Path, split: str) -> list[str]:
