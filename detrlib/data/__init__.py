@@ -98,4 +98,4 @@ def build_loader(dataset: VOCDataset, batch_size: int, train: bool, num_workers:
     batches = epoch_batches(len(dataset), batch_size, seed, epoch, rank, world, factors)
     return torch.utils.data.DataLoader(  # its own generator: starting it must not draw from the global RNG
         SeededItems(dataset), batch_sampler=batches[start:], collate_fn=collate, num_workers=num_workers,
-        generator=torch.Generator().manual_seed(seed + epoch))
+        persistent_workers=num_workers > 0, generator=torch.Generator().manual_seed(seed + epoch))
