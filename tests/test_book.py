@@ -1,6 +1,7 @@
 """The book builds with warnings as errors, its pages read cleanly, and they work in a real browser."""
 import functools
 import http.server
+import json
 import os
 import shutil
 import subprocess
@@ -18,9 +19,13 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="session")
 def built_book() -> Path:
-    """Builds the whole book in the smoke profile (executing every chapter) into _build/smoke."""
+    """Builds the whole book in the smoke profile (executing every chapter) into _build/smoke, its
+    runs in _build/smoke/runs (a chapter whose cached outputs are reused trains nothing)."""
     out = ROOT / "_build" / "smoke"
-    env = {**os.environ, "DETRLIB_PROFILE": "smoke", "DETRLIB_STATIC_WIDGETS": "1"}
+    if not (out / "runs").is_dir():  # runs from other builds would hide what these chapters train
+        shutil.rmtree(out / "_build" / ".jupyter_cache", ignore_errors=True)
+    env = {**os.environ, "DETRLIB_PROFILE": "smoke", "DETRLIB_STATIC_WIDGETS": "1",
+           "DETRLIB_RUNS": str(out / "runs")}
     env.pop("MPLBACKEND", None)
     jb = Path(sys.executable).with_name("jupyter-book")
     result = subprocess.run([str(jb), "build", str(ROOT), "-W", "-n", "--keep-going", "--path-output", str(out)],
@@ -52,6 +57,20 @@ def test_built_pages_read_cleanly(built_book):
     """
     problems = page_problems(built_book)
     assert not problems, "the built pages show what a reader must not see:\n" + "\n".join(problems)
+
+
+def test_no_configuration_is_trained_twice(built_book):
+    """Chapters share a run wherever their configurations agree: a run's folder is named by its
+    configuration, so two folders that hold one configuration under different names trained it twice."""
+    runs = built_book.parents[1] / "runs"
+    folders = {}
+    for config in sorted(runs.glob("*/config.json")):
+        settings = json.loads(config.read_text())
+        settings.pop("profile")
+        folders.setdefault(json.dumps(settings, sort_keys=True), []).append(config.parent.name)
+    assert len(folders) >= 3, f"the smoke build trained {len(folders)} configurations in {runs}: chapters 4 to 6 train more"
+    twice = [names for names in folders.values() if len(names) > 1]
+    assert not twice, f"one configuration trained under several run names: {twice}"
 
 
 @pytest.fixture(scope="module")
