@@ -271,6 +271,44 @@ def plot_decoder_attention(image, weights, feature_shape, queries, boxes=None, l
 
 # ---------------------------------------------------------------------------------------------
 # Training (chapter 4): curves from a run's metrics.jsonl
+# ---------------------------------------------------------------- denoising (chapter 5)
+
+def plot_denoising(ax, image, target, dn, b: int, classes, title: str = ""):
+    """Image ``b`` of a batch (normalized, padded) with its objects in white and the noised boxes of
+    each denoising group dashed in the group's colour; a flipped label reads "true -> noised"."""
+    h, w = (int(v) for v in target["size"])
+    ax.imshow(_picture(image[:, :h, :w]))
+    scale = torch.tensor([w, h, w, h])
+    noised = box_convert(dn.boxes[b].float(), "cxcywh", "xyxy") * scale
+    for x1, y1, x2, y2 in target_boxes(target).tolist():
+        ax.add_patch(Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, color="white", lw=2))
+    for q in dn.valid[b].nonzero().flatten().tolist():
+        group, obj = divmod(q, dn.pad)
+        (x1, y1, x2, y2), colour = noised[q].tolist(), plt.cm.tab10(group)
+        ax.add_patch(Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, color=colour, lw=1.2, ls="--"))
+        true, noisy = int(target["labels"][obj]), int(dn.labels[b, q])
+        if noisy != true:  # name only the flipped labels
+            ax.text(x1, y1, f"{classes[true]} -> {classes[noisy]}", fontsize=6, color="white", va="bottom",
+                    bbox={"facecolor": colour, "alpha": 0.8, "pad": 1, "lw": 0})
+    ax.set_title(title, fontsize=9)
+    ax.axis("off")
+
+
+def plot_attention_mask(ax, mask, dn, num_queries: int, title: str = ""):
+    """A decoder self-attention mask (True: may not attend), its denoising groups and the matching
+    queries marked off."""
+    ax.imshow(mask.int().cpu().numpy(), cmap="Greys", vmin=0, vmax=1.6, interpolation="nearest")
+    for k in range(1, dn.groups + 1):
+        ax.axhline(k * dn.pad - 0.5, color="tab:red", lw=0.8)
+        ax.axvline(k * dn.pad - 0.5, color="tab:red", lw=0.8)
+    ticks = [g * dn.pad + (dn.pad - 1) / 2 for g in range(dn.groups)] + [dn.groups * dn.pad + (num_queries - 1) / 2]
+    names = [f"DN {g}" for g in range(dn.groups)] + ["matching"]
+    ax.set_xticks(ticks, names, fontsize=7, rotation=90)
+    ax.set_yticks(ticks, names, fontsize=7)
+    ax.set(xlabel="key (attended to)", ylabel="query (attending)")
+    ax.set_title(title, fontsize=9)
+
+
 # ---------------------------------------------------------------------------------------------
 
 def plot_metrics(runs: dict[str, list[dict]], keys: list[str], x: str = "step", ncols: int = 3, title: str = ""):
