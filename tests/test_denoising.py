@@ -11,6 +11,7 @@ from detrlib.criterion import DenoisingCriterion, SetCriterion, build_criterion
 from detrlib.matcher import HungarianMatcher
 from detrlib.model.denoising import (Denoiser, denoising_attention_mask, noise_boxes, noise_labels,
                                      sine_box_embedding)
+from test_matcher import plain_giou
 
 WEIGHTS = {"loss_ce": 1, "loss_bbox": 5, "loss_giou": 2}
 
@@ -220,16 +221,6 @@ def test_step_benchmark_times_both_configurations():
     assert [r["dn_groups"] for r in rows] == [0, 2]
     assert rows[1]["queries"] == rows[0]["queries"] + 2 * 3 and rows[1]["dn overhead"].endswith("%")
     assert all(r["detrlib s/step"] > 0 and "busy s/step" not in r for r in rows)
-
-
-def plain_giou(a, b):
-    """GIoU of two cx, cy, w, h boxes in plain Python."""
-    ax0, ay0, ax1, ay1 = a[0] - a[2] / 2, a[1] - a[3] / 2, a[0] + a[2] / 2, a[1] + a[3] / 2
-    bx0, by0, bx1, by1 = b[0] - b[2] / 2, b[1] - b[3] / 2, b[0] + b[2] / 2, b[1] + b[3] / 2
-    inter = max(0, min(ax1, bx1) - max(ax0, bx0)) * max(0, min(ay1, by1) - max(ay0, by0))
-    union = a[2] * a[3] + b[2] * b[3] - inter
-    hull = (max(ax1, bx1) - min(ax0, bx0)) * (max(ay1, by1) - min(ay0, by0))
-    return inter / union - (hull - union) / hull
 
 
 def plain_denoising_losses(outputs, targets, class_weight, focal_gamma=0.0):
