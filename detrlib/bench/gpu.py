@@ -53,10 +53,12 @@ def results_tables(folder: str | Path | None = None) -> str:
     labelled with its GPU, date and command; or a sentence saying that there is none yet."""
     from detrlib.bench import format_table
 
-    folder = Path(folder) if folder else results_dir()
     results = read_results(folder)
     if not results:
-        where = f"in {folder}" if folder.is_dir() else "here (this copy of detrlib has no results/ folder)"
+        if folder:
+            where = f"in {folder}"
+        else:  # a built page names the repository's folder, not the path of the machine that built it
+            where = "in the repository's results/" if results_dir().is_dir() else "here (this copy of detrlib has no results/ folder)"
         return (f"No GPU measurement is {where} yet. On a CUDA GPU, `python -m detrlib bench gpu --out "
                 "results/gpu-<name>.json` (or `bash scripts/gpu_check.sh`) measures one, and this table shows it.")
     return "\n\n".join(format_table([{k: v for k, v in row.items() if k != "profile"} for row in r["rows"]],
