@@ -41,6 +41,33 @@ def test_matching_and_losses_stay_in_fp32_under_autocast():
     assert all(v.dtype == torch.float32 for v in losses.values())
 
 
+def test_cpu_training_attention_runs_in_fp32_under_bf16_autocast(monkeypatch):
+    """The CPU attention kernel's bf16 backward is slow, so a training pass computes attention in
+    fp32 from the bf16 projections and hands bf16 on; inference keeps the bf16 kernel."""
+    from detrlib.model.attention import Attention
+
+    seen = []
+    sdpa = torch.nn.functional.scaled_dot_product_attention
+    monkeypatch.setattr(torch.nn.functional, "scaled_dot_product_attention",
+                        lambda q, k, v, **kw: seen.append(q.dtype) or sdpa(q, k, v, **kw))
+    torch.manual_seed(0)
+    attention = Attention(32, 4)
+    x = torch.randn(2, 9, 32, requires_grad=True)
+    padding = torch.zeros(2, 9, dtype=torch.bool)
+    padding[1, -3:] = True
+    with autocast(CPU, torch.bfloat16):
+        out, _ = attention(x, x, x, key_padding_mask=padding)
+        with torch.no_grad():
+            attention(x, x, x, key_padding_mask=padding)
+    assert seen == [torch.float32, torch.bfloat16]
+    assert out.dtype == torch.bfloat16
+    with torch.no_grad():
+        reference, _ = attention(x, x, x, key_padding_mask=padding)  # all fp32
+    torch.testing.assert_close(out.float(), reference, atol=0.05, rtol=0.05)
+    out.float().sum().backward()
+    assert x.grad is not None and torch.isfinite(x.grad).all() and x.grad.abs().sum() > 0
+
+
 def test_peak_memory_counts_an_allocation_and_resets():
     reset_peak_memory(CPU)
     if peak_memory_mb(CPU) is None:
