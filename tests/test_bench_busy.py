@@ -126,6 +126,17 @@ def test_step_benchmark_reports_quiet_and_busy_in_one_run():
         assert r["busy/quiet"] == pytest.approx(r["busy s/step"] / r["detrlib s/step"])
 
 
+def test_step_benchmark_times_the_steps_in_the_precision_a_cpu_run_trains_in(monkeypatch):
+    from detrlib import engine
+
+    assert {r["precision"] for r in step_rows("--no-hf")} == {"fp32"}
+    monkeypatch.setattr(engine, "cpu_has_bf16", lambda: True)
+    rows = step_rows("--no-hf", "--amp")
+    assert {r["precision"] for r in rows} == {"bf16"} and all(r["detrlib s/step"] > 0 for r in rows)
+    monkeypatch.setattr(engine, "cpu_has_bf16", lambda: False)  # emulated bf16 is slower: auto keeps fp32
+    assert {r["precision"] for r in step_rows("--no-hf", "--amp")} == {"fp32"}
+
+
 def test_step_benchmark_runs_hugging_face_of_the_same_shape():
     pytest.importorskip("transformers")
     pytest.importorskip("timm")

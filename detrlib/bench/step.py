@@ -1,4 +1,4 @@
-"""``python -m detrlib bench step [--profile quick full] [--dn] [--busy N]``: seconds per training
+"""``python -m detrlib bench step [--profile quick full] [--dn] [--amp] [--busy N]``: seconds per training
 step on the CPU.
 
 A step is everything the engine does per batch: forward (with the targets, for denoising),
@@ -8,6 +8,7 @@ clipping and an AdamW update, on random images and boxes (speed does not depend 
 and 512²; ``quick`` is the quick profile's small model at its own batch and image size. Each runs
 next to Hugging Face's ``DetrForObjectDetection`` of the same shape doing the same work, when it
 is installed. ``--dn`` also times the step with denoising queries and reports their overhead.
+``--amp`` times every step under autocast, as a CPU run of the quick profile trains.
 ``--busy N`` times every step twice in each turn, alone and next to N spinning processes, and
 reports busy / quiet: how much a busy neighbour slows a step down.
 Each number is the median of ``--repeats`` steps after a warm-up, the jobs taking turns.
@@ -35,6 +36,9 @@ def _arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
     parser.add_argument("--repeats", type=int, default=5, help="timed steps per row (the median is shown)")
     parser.add_argument("--no-hf", action="store_true", help="skip Hugging Face even when installed")
+    parser.add_argument("--amp", action="store_true",
+                        help="every step under autocast, in the precision a CPU run with train.amp=auto trains in "
+                             "(bf16 on CPUs that compute in it, else fp32), Hugging Face's too")
 
 
 def detrlib_step(cfg, images, mask, targets, dtype: torch.dtype | None = None):
@@ -85,14 +89,18 @@ def hf_config(model_cfg) -> dict:
             "auxiliary_loss": m.aux_loss}
 
 
-def hf_step(model, images, targets, clip: float = 0.1):
-    """One training step of Hugging Face's DETR, with the fused AdamW its Trainer uses by default."""
+def hf_step(model, images, targets, clip: float = 0.1, dtype: torch.dtype | None = None):
+    """One training step of Hugging Face's DETR, with the fused AdamW its Trainer uses by default,
+    its forward pass under autocast to ``dtype`` (``None``: fp32)."""
+    from detrlib.engine import autocast
+
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=1e-4, fused=True)
     labels = [{"class_labels": t["labels"], "boxes": t["boxes"]} for t in targets]
     model.train()
 
     def step():
-        loss = model(pixel_values=images, labels=labels).loss
+        with autocast(images.device, dtype):
+            loss = model(pixel_values=images, labels=labels).loss
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         nn.utils.clip_grad_norm_(model.parameters(), clip)
@@ -114,25 +122,29 @@ def _profile(name: str, args: argparse.Namespace):
            help="seconds per training step (forward, matching, loss, backward, AdamW) on CPU; detrlib vs "
                 "Hugging Face, --dn for denoising's overhead, --busy N next to N spinning processes")
 def run(args: argparse.Namespace) -> list[dict]:
-    print(f"{torch.get_num_threads()} torch threads, median of {args.repeats} steps"
+    from detrlib.engine import amp_dtype
+
+    dtype = amp_dtype("auto", torch.device("cpu")) if args.amp else None
+    precision = {torch.bfloat16: "bf16", torch.float16: "fp16"}.get(dtype, "fp32")
+    print(f"{torch.get_num_threads()} torch threads, {precision}, median of {args.repeats} steps"
           + (f", quiet and next to {args.busy} spinning processes, turn by turn" if args.busy else ""))
     rows = []
     for profile in args.profile:
         cfg, batch, size = _profile(profile, args)
         images, mask, targets = random_batch(batch, size, cfg.model.num_classes, args.objects)
         groups = [0] + ([args.dn_groups] if args.dn else [])
-        jobs = {g: detrlib_step(cfg.replace(**{"model.dn_groups": g}), images, mask, targets) for g in groups}
+        jobs = {g: detrlib_step(cfg.replace(**{"model.dn_groups": g}), images, mask, targets, dtype) for g in groups}
         hf, why = (None, "Hugging Face rows skipped (--no-hf)") if args.no_hf else hf_detr(**hf_config(cfg.model))
         if why and not args.no_hf:
             print(why)
         if hf is not None:
-            jobs["hf"] = hf_step(hf, images, targets, cfg.train.clip_max_norm)
+            jobs["hf"] = hf_step(hf, images, targets, cfg.train.clip_max_norm, dtype)
         quiet, busy = take_turns_quiet_and_busy(jobs, args.repeats, args.busy)
 
         pad = max(args.objects[i % len(args.objects)] for i in range(batch))
         name = f"{cfg.model.backbone} d{cfg.model.hidden_dim} {cfg.model.enc_layers}+{cfg.model.dec_layers} b{batch} {size}²"
         for g in groups:
-            row = {"model": name, "dn_groups": g, "queries": cfg.model.num_queries + g * pad,
+            row = {"model": name, "precision": precision, "dn_groups": g, "queries": cfg.model.num_queries + g * pad,
                    "detrlib s/step": quiet[g]}
             if busy:
                 row["busy s/step"] = busy[g]
