@@ -104,7 +104,7 @@ class SeededItems(torch.utils.data.Dataset):
         index, seed = key
         with torch.random.fork_rng(devices=[]):
             # the CPU generator alone: torch.manual_seed would also queue a seed for every GPU
-            # backend, recording a traceback each time (a third of the toy VOC's loading time)
+            # backend, recording a traceback each time (a fifth of the toy VOC's loading time)
             torch.default_generator.manual_seed(seed)
             return self.dataset[index]
 
