@@ -271,6 +271,31 @@ def plot_decoder_attention(image, weights, feature_shape, queries, boxes=None, l
 
 # ---------------------------------------------------------------------------------------------
 # Training (chapter 4): curves from a run's metrics.jsonl
+# ---------------------------------------------------------------------------------------------
+
+def plot_metrics(runs: dict[str, list[dict]], keys: list[str], x: str = "step", ncols: int = 3, title: str = ""):
+    """One panel per metric in ``keys`` (e.g. ``train_loss_ce``, ``AP50``), one line per run in
+    ``runs`` (``{label: history}``, a history being :func:`detrlib.runfolder.read_metrics`'s list)."""
+    nrows = -(-len(keys) // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(4.2 * ncols, 3 * nrows), squeeze=False)
+    for ax, key in zip(axes.flat, keys):
+        for label, history in runs.items():
+            points = [(h[x], h[key]) for h in history if h.get(key) is not None]
+            if points:
+                ax.plot(*zip(*points), marker="o", markersize=3, label=label)
+        ax.set_title(key, fontsize=9)
+        ax.set_xlabel(x, fontsize=8)
+        ax.grid(alpha=0.3)
+    for ax in list(axes.flat)[len(keys):]:
+        ax.set_axis_off()
+    if len(runs) > 1:
+        axes.flat[0].legend(fontsize=8)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
 # ---------------------------------------------------------------- denoising (chapter 5)
 
 def plot_denoising(ax, image, target, dn, b: int, classes, title: str = ""):
@@ -307,28 +332,3 @@ def plot_attention_mask(ax, mask, dn, num_queries: int, title: str = ""):
     ax.set_yticks(ticks, names, fontsize=7)
     ax.set(xlabel="key (attended to)", ylabel="query (attending)")
     ax.set_title(title, fontsize=9)
-
-
-# ---------------------------------------------------------------------------------------------
-
-def plot_metrics(runs: dict[str, list[dict]], keys: list[str], x: str = "step", ncols: int = 3, title: str = ""):
-    """One panel per metric in ``keys`` (e.g. ``train_loss_ce``, ``AP50``), one line per run in
-    ``runs`` (``{label: history}``, a history being :func:`detrlib.runfolder.read_metrics`'s list)."""
-    nrows = -(-len(keys) // ncols)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(4.2 * ncols, 3 * nrows), squeeze=False)
-    for ax, key in zip(axes.flat, keys):
-        for label, history in runs.items():
-            points = [(h[x], h[key]) for h in history if h.get(key) is not None]
-            if points:
-                ax.plot(*zip(*points), marker="o", markersize=3, label=label)
-        ax.set_title(key, fontsize=9)
-        ax.set_xlabel(x, fontsize=8)
-        ax.grid(alpha=0.3)
-    for ax in list(axes.flat)[len(keys):]:
-        ax.set_axis_off()
-    if len(runs) > 1:
-        axes.flat[0].legend(fontsize=8)
-    if title:
-        fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    return fig
