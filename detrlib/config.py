@@ -396,7 +396,7 @@ def _gpu() -> Config:
 
 
 def _quick() -> Config:
-    """The book's recipe at a CPU's scale, tuned to learn the toy VOC in about five minutes on 2 cores:
+    """The book's recipe at a CPU's scale, tuned to learn the toy VOC in under four minutes on 2 cores:
     a ResNet-18 cut after its third stage and trained from scratch with ordinary BatchNorm, a
     128-wide 2 + 2 layer transformer, 20 queries, denoising, a high learning rate for the whole
     network, a drop two epochs before the end, and bf16 autocast where the CPU has it."""
