@@ -396,10 +396,12 @@ def _gpu() -> Config:
 
 
 def _quick() -> Config:
-    """The book's recipe at a CPU's scale, tuned to learn the toy VOC in under four minutes on 2 cores:
-    a ResNet-18 cut after its third stage and trained from scratch with ordinary BatchNorm, a
-    128-wide 2 + 2 layer transformer, 20 queries, denoising, a high learning rate for the whole
-    network, a drop two epochs before the end, and bf16 autocast where the CPU has it."""
+    """The book's recipe at a CPU's scale, tuned to learn the toy VOC in about three minutes of
+    training on 2 cores: a ResNet-18 cut after its third stage and trained from scratch with ordinary
+    BatchNorm, a 128-wide 2 + 2 layer transformer, 20 queries, denoising, a high learning rate for the
+    whole network, a drop two epochs before the end, and bf16 autocast where the CPU has it. Batches of
+    16 rather than 8: a CPU computes an image of a batch of 16 about a fifth cheaper, and 9 epochs of
+    them learn more than 8 epochs of batches of 8 in less time."""
     return Config(
         profile="quick",
         data=DataConfig(
@@ -413,7 +415,7 @@ def _quick() -> Config:
             dropout=0.0, num_queries=20, num_classes=12, dn_groups=5,
         ),
         train=TrainConfig(
-            epochs=8, batch_size=8, lr=5e-4, lr_backbone=5e-4, lr_drop=6, warmup_steps=100, eval_every=1,
+            epochs=9, batch_size=16, lr=5e-4, lr_backbone=5e-4, lr_drop=7, warmup_steps=100, eval_every=1,
             amp="auto",  # bf16 on CPUs that compute in it: the same curves in less time (chapter 7)
         ),
     )
