@@ -58,8 +58,9 @@ def test_each_command_trains_exactly_its_variant(no_env):
 
 def test_budget_counts_steps_like_the_engine(no_env):
     cfg = get_profile("quick")
-    assert cfg.train.total_steps(2000) == 8 * 250
-    assert cfg.replace(**{"train.grad_accum_steps": 2}).train.total_steps(2000) == 8 * 125
+    epochs, batch = cfg.train.epochs, cfg.train.batch_size
+    assert cfg.train.total_steps(2000) == epochs * (2000 // batch)
+    assert cfg.replace(**{"train.grad_accum_steps": 2}).train.total_steps(2000) == epochs * (2000 // batch // 2)
     assert cfg.replace(**{"train.max_steps": 7}).train.total_steps(2000) == 7
 
 
@@ -69,8 +70,10 @@ def test_summary_ignores_missing_values():
     assert _summary([None]) == {"mean": None, "std": None}
 
 
-def test_the_committed_results_cover_every_variant_with_two_seeds():
+def test_the_committed_results_cover_every_variant_with_two_seeds(no_env):
     results = load_results(measured_results("quick-ablation.json"))
+    cfg = get_profile("quick")  # measured with the recipe the chapters run, not an older one
+    assert results["config"] == cfg.describe() and results["budget_steps"] == cfg.train.total_steps(cfg.data.toy_train)
     assert results["profile"] == "quick" and len(results["seeds"]) >= 2
     assert results["command"].startswith("python -m detrlib ablate --profile quick")
     assert {"cpu", "torch"} <= set(results["machine"]) and results["date"]
