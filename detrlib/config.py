@@ -401,7 +401,7 @@ def _quick() -> Config:
     BatchNorm, a 128-wide 2 + 2 layer transformer, 20 queries, denoising, a high learning rate for the
     whole network, a drop two epochs before the end, and bf16 autocast where the CPU has it. Batches of
     16 rather than 8: a CPU computes an image of a batch of 16 about a fifth cheaper, and 9 epochs of
-    them learn more than 8 epochs of batches of 8 in less time."""
+    them learn as much as 8 epochs of batches of 8, or more, in less time."""
     return Config(
         profile="quick",
         data=DataConfig(
