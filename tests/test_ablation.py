@@ -58,9 +58,9 @@ def test_each_command_trains_exactly_its_variant(no_env):
 
 def test_budget_counts_steps_like_the_engine(no_env):
     cfg = get_profile("quick")
-    epochs, batch = cfg.train.epochs, cfg.train.batch_size
-    assert cfg.train.total_steps(2000) == epochs * (2000 // batch)
-    assert cfg.replace(**{"train.grad_accum_steps": 2}).train.total_steps(2000) == epochs * (2000 // batch // 2)
+    assert (cfg.train.epochs, cfg.train.batch_size) == (9, 16)
+    assert cfg.train.total_steps(2000) == 9 * 125
+    assert cfg.replace(**{"train.grad_accum_steps": 2}).train.total_steps(2000) == 9 * 62
     assert cfg.replace(**{"train.max_steps": 7}).train.total_steps(2000) == 7
 
 
