@@ -20,7 +20,9 @@ import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from detrlib import results
 from detrlib.config import Config, machine
+from detrlib.results import refresh_index
 
 METRICS = ("AP50", "AP", "head_AP50", "tail_AP50", "train_time_s")
 RFS_THRESHOLD = 0.25  # repeat images whose rarest class is in fewer than a quarter of the images
@@ -94,7 +96,8 @@ def ablate(cfg: Config, seeds: list[int], out: str | Path | None = None, repeats
     from detrlib.config import pick_device
     from detrlib.data import build_dataset
     from detrlib.data.batching import image_share, training_labels
-    from detrlib.engine import amp_dtype, train
+    from detrlib.engine import train
+    from detrlib.precision import precision
     from detrlib.runfolder import read_metrics, to_json
     from detrlib.model import count_parameters
 
@@ -111,7 +114,7 @@ def ablate(cfg: Config, seeds: list[int], out: str | Path | None = None, repeats
         finals = [history[-1] for history in histories]
         model, trained_cfg, _ = load_trained(folders[0])
         jobs[v.name] = inference_job(model.to(device), cfg.data.val_size, 1,
-                                     amp_dtype(trained_cfg.train.amp, device), device)
+                                     precision(trained_cfg.train.amp, device).dtype, device)
         row = {"group": v.group, "name": v.name, "changes": v.changes,
                "commands": [v.command(cfg.profile, seed) for seed in seeds],
                "runs": [folder.name for folder in folders],
@@ -146,6 +149,7 @@ def ablate(cfg: Config, seeds: list[int], out: str | Path | None = None, repeats
         out = Path(out)
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(json.loads(to_json(result)), indent=1) + "\n")
+        refresh_index(out)
     return result
 
 
@@ -159,10 +163,11 @@ def load_results(path: str | Path) -> dict:
 
 def measured_results(name: str = "quick-ablation.json") -> Path:
     """The results file the repository keeps in ``results/``: from the checkout when there, else
-    downloaded from the repository (as on Colab, where only the package is installed)."""
-    from detrlib.config import repository_file
-
-    return repository_file(f"results/{name}")
+    fetched from the repository (as on Colab, where only the package is installed)."""
+    paths, why = results.find(name)
+    if not paths:
+        raise FileNotFoundError(f"no {name} in {results.where()}" + (f": {why}" if why else ""))
+    return paths[0]
 
 
 def table(results: dict, group: str) -> list[dict]:

@@ -58,7 +58,8 @@ def query_usage(model: nn.Module, loader, device: torch.device | None = None, dt
 
     A query the matcher rarely picks is one whose predictions rarely become a detection that counts.
     """
-    from detrlib.engine import autocast, to_device
+    from detrlib.engine import to_device
+    from detrlib.precision import autocast
     from detrlib.matcher import HungarianMatcher
 
     device = device or next(model.parameters()).device

@@ -3,10 +3,12 @@ memory is counted, and every step of a run is logged."""
 import pytest
 import torch
 
+import detrlib.precision
 from detrlib import engine
 from detrlib.config import get_profile
 from detrlib.criterion import build_criterion
-from detrlib.engine import amp_dtype, autocast, train
+from detrlib.engine import train
+from detrlib.precision import autocast, precision
 from detrlib.memory import peak_memory_mb, reset_peak_memory
 from detrlib.model import build_model
 from detrlib.runfolder import read_metrics, read_steps
@@ -15,15 +17,17 @@ CPU = torch.device("cpu")
 
 
 def test_amp_setting_picks_bf16_on_a_cpu_that_has_it_and_refuses_unknown_values(monkeypatch):
-    assert amp_dtype("off", CPU) is None
-    monkeypatch.setattr(engine, "cpu_has_bf16", lambda: True)
-    assert amp_dtype("auto", CPU) == torch.bfloat16
-    monkeypatch.setattr(engine, "cpu_has_bf16", lambda: False)  # emulated bf16 would be slower than fp32
-    assert amp_dtype("auto", CPU) is None
-    assert amp_dtype("bf16", CPU) == torch.bfloat16
-    assert amp_dtype("fp16", CPU) == torch.float16
+    assert precision("off", CPU).dtype is None
+    monkeypatch.setattr(detrlib.precision, "cpu_has_bf16", lambda: True)
+    assert precision("auto", CPU).dtype == torch.bfloat16 and not precision("auto", CPU).warning
+    monkeypatch.setattr(detrlib.precision, "cpu_has_bf16", lambda: False)  # emulated bf16 would be slower than fp32
+    assert precision("auto", CPU).dtype is None and "only emulated" in precision("auto", CPU).why
+    assert precision("bf16", CPU).dtype == torch.bfloat16 and "emulated" in precision("bf16", CPU).warning
+    fp16 = precision("fp16", CPU)
+    assert fp16.dtype == torch.float16 and fp16.scaler
+    assert fp16.warning.startswith("warning: train.amp=fp16 on a CPU") and "\n" not in fp16.warning
     with pytest.raises(ValueError, match="off, auto, bf16 or fp16"):
-        amp_dtype("half", CPU)
+        precision("half", CPU)
 
 
 def test_matching_and_losses_stay_in_fp32_under_autocast():

@@ -127,13 +127,13 @@ def test_step_benchmark_reports_quiet_and_busy_in_one_run():
 
 
 def test_step_benchmark_times_the_steps_in_the_precision_a_cpu_run_trains_in(monkeypatch):
-    from detrlib import engine
+    import detrlib.precision
 
     assert {r["precision"] for r in step_rows("--no-hf")} == {"fp32"}
-    monkeypatch.setattr(engine, "cpu_has_bf16", lambda: True)
+    monkeypatch.setattr(detrlib.precision, "cpu_has_bf16", lambda: True)
     rows = step_rows("--no-hf", "--amp")
     assert {r["precision"] for r in rows} == {"bf16"} and all(r["detrlib s/step"] > 0 for r in rows)
-    monkeypatch.setattr(engine, "cpu_has_bf16", lambda: False)  # emulated bf16 is slower: auto keeps fp32
+    monkeypatch.setattr(detrlib.precision, "cpu_has_bf16", lambda: False)  # emulated bf16 is slower: auto keeps fp32
     assert {r["precision"] for r in step_rows("--no-hf", "--amp")} == {"fp32"}
 
 

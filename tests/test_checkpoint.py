@@ -107,14 +107,14 @@ def test_download_checks_the_hash_in_the_file_name(official, tmp_path, monkeypat
     good = tmp_path / f"detr-small-{digest[:8]}.pth"
     good.write_bytes(path.read_bytes())
     report = load_official_checkpoint(build_model(SOURCE), good.as_uri())
-    assert report.source == good.name and (tmp_path / "home" / "checkpoints" / good.name).exists()
+    assert report.source == good.name and (tmp_path / "home" / "downloads" / "checkpoints" / good.name).exists()
 
     wrong = "0" if digest[0] != "0" else "1"
     bad = tmp_path / f"detr-small-{wrong}{digest[1:8]}.pth"
     bad.write_bytes(path.read_bytes())
     with pytest.raises(RuntimeError, match="sha256 mismatch"):
         load_official_checkpoint(build_model(SOURCE), bad.as_uri())
-    assert not list((tmp_path / "home" / "checkpoints").glob(f"{bad.name}*"))
+    assert not list((tmp_path / "home" / "downloads" / "checkpoints").glob(f"{bad.name}*"))
     with pytest.raises(ValueError, match="cannot be verified"):
         load_official_checkpoint(build_model(SOURCE), path.as_uri())
 

@@ -132,3 +132,56 @@ def test_archives_for_sets():
         "VOC2007-trainval", "VOC2012-trainval", "VOC2007-test"]
     with pytest.raises(ValueError, match="no VOC archive holds 'VOC2010:train'"):
         archives_for(["VOC2010:train"])
+
+
+def test_with_drive_mounted_a_new_session_extracts_from_drive_and_downloads_nothing(server, voc_tarball, tmp_path,
+                                                                                   monkeypatch):
+    """Archives and the COCO checkpoint are kept on Drive next to the runs; a new Colab session (a
+    fresh VM disk) extracts VOC from there, digest-checked, and fetches nothing again."""
+    import detrlib.config
+    from detrlib.checkpoint import fetch
+
+    url, served, handler = server
+    data, md5 = voc_tarball
+    (served / "voc.tar").write_bytes(data)
+    weights = b"official weights"
+    name = f"detr-r50-{hashlib.sha256(weights).hexdigest()[:8]}.pth"
+    (served / name).write_bytes(weights)
+    archives = {"VOC2007-trainval": Archive("voc.tar", md5, (f"{url}/voc.tar",), ("VOC2007:trainval",))}
+    monkeypatch.setattr(detrlib.config, "COLAB_DRIVE", tmp_path / "drive" / "MyDrive")
+    (tmp_path / "drive" / "MyDrive").mkdir(parents=True)
+    monkeypatch.delenv("DETRLIB_DOWNLOADS", raising=False)
+    for session in ("first", "second"):
+        monkeypatch.setenv("DETRLIB_HOME", str(tmp_path / session))  # a new VM: an empty local disk
+        root = download_voc(tmp_path / session / "voc", ["VOC2007-trainval"], archives=archives)
+        assert len(VOCDataset(parse_sets(root, ["VOC2007:trainval"]))) == 2
+        checkpoint = fetch(f"{url}/{name}")
+        assert checkpoint == tmp_path / "drive" / "MyDrive" / "detrlib" / "downloads" / "checkpoints" / name
+    assert [path for path, _ in handler.seen] == ["/voc.tar", f"/{name}"]  # the second session fetched nothing
+    assert (tmp_path / "drive" / "MyDrive" / "detrlib" / "downloads" / "voc.tar").read_bytes() == data
+    (tmp_path / "drive" / "MyDrive" / "detrlib" / "downloads" / "voc.tar").write_bytes(data[:100])  # half-written
+    download_voc(tmp_path / "third" / "voc", ["VOC2007-trainval"], archives=archives)
+    assert [path for path, _ in handler.seen][-1] == "/voc.tar"  # a damaged copy is fetched again, not used
+
+
+def test_a_full_or_read_only_drive_is_one_line_naming_the_folder(server, voc_tarball, tmp_path, monkeypatch):
+    import detrlib.data.download as downloads
+
+    url, served, handler = server
+    data, md5 = voc_tarball
+    (served / "voc.tar").write_bytes(data)
+    (tmp_path / "a-file").write_text("")
+    with pytest.raises(DownloadError) as err:  # a folder that cannot be made, as on a read-only Drive
+        download([f"{url}/voc.tar"], tmp_path / "a-file" / "downloads" / "voc.tar", md5)
+    assert str(err.value).startswith(f"cannot write to {tmp_path / 'a-file' / 'downloads'} (")
+    assert "\n" not in str(err.value) and "DETRLIB_DOWNLOADS" in str(err.value)
+
+    class Full(io.BytesIO):
+        def write(self, block):
+            raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(downloads, "open", lambda path, mode="r": Full(), raising=False)
+    folder = tmp_path / "drive" / "downloads"
+    with pytest.raises(DownloadError, match=r"^cannot write to .*downloads \(No space left on device\): free space"):
+        download([f"{url}/voc.tar"], folder / "voc.tar", md5)
+    assert not (folder / "voc.tar").exists()  # nothing half-written is kept as the archive

@@ -3,7 +3,7 @@ with a GradScaler (a T4's mixed precision), a bf16 step, and a run that stops an
 import pytest
 import torch
 
-from detrlib import engine
+from detrlib import engine, precision
 from detrlib.bench import random_batch
 from detrlib.checkpoint import list_checkpoints, load_checkpoint, load_latest
 from detrlib.config import profile_settings
@@ -21,8 +21,8 @@ def batches(n: int, cfg):
 
 @pytest.mark.parametrize("amp", ["fp16", "bf16"], ids=["fp16+GradScaler", "bf16"])
 def test_a_mixed_precision_training_step_on_the_gpu(amp):
-    if amp == "bf16" and not torch.cuda.is_bf16_supported():
-        pytest.skip("this GPU has no bf16")
+    if amp == "bf16" and not precision.cuda_has_bf16(CUDA):
+        pytest.skip("this GPU computes in bf16 only by emulation")
     cfg = profile_settings("smoke").replace(**{"train.amp": amp, "train.max_steps": 0})
     torch.manual_seed(0)
     model = build_model(cfg.model).to(CUDA)
@@ -35,8 +35,8 @@ def test_a_mixed_precision_training_step_on_the_gpu(amp):
     assert all(torch.isfinite(torch.tensor(row[1])) for row in state.steps)
     assert any(not torch.equal(before[k], v) for k, v in model.state_dict().items())
     assert all(torch.isfinite(v).all() for v in model.state_dict().values() if v.is_floating_point())
-    dtype = engine.amp_dtype(amp, CUDA)
-    with engine.autocast(CUDA, dtype):
+    dtype = precision.precision(amp, CUDA).dtype
+    with precision.autocast(CUDA, dtype):
         outputs = model(batches(1, cfg)[0][0])
     assert outputs["pred_logits"].dtype == dtype
 

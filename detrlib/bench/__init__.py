@@ -138,15 +138,25 @@ def seconds(fn, device=None) -> float:
     return time.perf_counter() - start
 
 
-def take_turns(jobs: dict, repeats: int, warmup: int = 1, device=None) -> dict:
+def take_turns(jobs: dict, repeats: int, warmup: int = 1, device=None, every: bool = False) -> dict:
     """Median seconds of each job in ``{name: callable}``: ``warmup`` untimed calls each (memory,
     kernel choice, compilation), then the jobs take turns, so a busy moment on a shared machine
-    hurts them alike."""
-    return take_turns_quiet_and_busy(jobs, repeats, 0, warmup, device)[0]
+    hurts them alike. ``every=True`` returns each job's seconds of every turn instead."""
+    return take_turns_quiet_and_busy(jobs, repeats, 0, warmup, device, every)[0]
+
+
+def speedup(turns: dict, base: str, other: str) -> dict:
+    """How many times as fast ``other`` ran as ``base``, turn by turn (:func:`take_turns` with
+    ``every=True``): the median ratio, its quartiles, and a verdict that says "faster" or "slower"
+    only when the quartiles agree, i.e. when the gap is wider than the turns' spread."""
+    ratios = [b / o for b, o in zip(turns[base], turns[other])]
+    low, median, high = statistics.quantiles(ratios, n=4) if len(ratios) > 1 else ratios * 3
+    verdict = "faster than" if low > 1 else "slower than" if high < 1 else "as fast as, within the turns' spread,"
+    return {"median": median, "low": low, "high": high, "verdict": verdict}
 
 
 def take_turns_quiet_and_busy(jobs: dict, repeats: int, busy: int, warmup: int = 1,
-                              device=None) -> tuple[dict, dict]:
+                              device=None, every: bool = False) -> tuple[dict, dict]:
     """:func:`take_turns`, and with ``busy`` = N > 0 each turn also times every job again next to N
     spinning processes: ``({name: quiet median}, {name: busy median})`` (the second empty when
     ``busy`` is 0). Quiet and busy alternate turn by turn, so both see the same machine."""
@@ -163,6 +173,8 @@ def take_turns_quiet_and_busy(jobs: dict, repeats: int, busy: int, warmup: int =
             with busy_neighbours(busy):
                 for name, job in jobs.items():
                     loaded[name].append(seconds(job, device))
+    if every:
+        return quiet, {name: t for name, t in loaded.items() if t}
     return _medians(quiet), _medians(loaded)
 
 

@@ -4,9 +4,12 @@ For the ``gpu`` profile's model (the reference project's: DETR-R50, 6 encoder / 
 queries, denoising) and DETR's own (6 / 6 / 100, no denoising), both for VOC's 20 classes, at
 ``--size``² inputs: training steps per second (the engine's real step: forward, Hungarian matching
 and losses in fp32, backward, clipping, AdamW) and their peak memory, then inference seconds per
-image at batch 1 and 8 (see ``bench infer``). AMP is bf16 where the GPU supports it and fp16 with a
-``GradScaler`` otherwise (a T4). Random weights and random boxes: speed and memory do not depend on
-them. ``--out results/gpu-<name>.json`` keeps the table with the machine, GPU, date and command;
+image at batch 1 and 8 (see ``bench infer``). AMP follows :func:`detrlib.precision.precision`: bf16
+on compute capability 8.0 and later, fp16 with a ``GradScaler`` below (a T4). Steps are timed with
+the settings ``train`` uses (:func:`detrlib.engine.seed_everything`: deterministic algorithms, a
+fixed cuBLAS workspace). Random weights and random boxes: speed and memory do not depend on
+them. ``--out results/gpu-<name>.json`` keeps the table with the machine, GPU, date, command and
+those settings;
 chapters 7 and 8 show every such file, and :mod:`detrlib.budget` takes a T4's step time from it.
 On a machine without CUDA it says so and measures nothing.
 """
@@ -22,9 +25,12 @@ from pathlib import Path
 
 import torch
 
+from detrlib import results
 from detrlib.bench import benchmark, random_batch
 from detrlib.bench.infer import inference_seconds_per_image
+from detrlib import config
 from detrlib.config import device_name, machine
+from detrlib.results import refresh_index
 
 
 def configurations(gpu) -> dict:
@@ -35,48 +41,42 @@ def configurations(gpu) -> dict:
             "R50 6/6/100": gpu.replace(**{"model.dec_layers": 6, "model.num_queries": 100, "model.dn_groups": 0})}
 
 
-def results_dir() -> Path:
-    """The repository's ``results/`` folder (in a checkout; elsewhere it does not exist)."""
-    return Path(__file__).resolve().parents[2] / "results"
-
-
 def read_results(folder: str | Path | None = None) -> list[dict]:
     """Every ``gpu-*.json`` that ``bench gpu --out`` wrote into ``folder`` (default: the
-    repository's ``results/``), oldest first."""
-    folder = Path(folder) if folder else results_dir()
-    results = [json.loads(path.read_text()) for path in sorted(folder.glob("gpu-*.json"))] if folder.is_dir() else []
-    return sorted(results, key=lambda r: r["date"])
+    repository's, :func:`detrlib.results.find`), oldest first."""
+    paths = sorted(Path(folder).glob("gpu-*.json")) if folder else results.find("gpu-*.json")[0]
+    return sorted((json.loads(path.read_text()) for path in paths), key=lambda r: r["date"])
 
 
 def results_tables(folder: str | Path | None = None) -> str:
-    """Every measured GPU table of ``folder`` (default: the repository's ``results/``) as text, each
-    labelled with its GPU, date and command; or a sentence saying that there is none yet."""
+    """Every measured GPU table of ``folder`` (default: the repository's) as text, each labelled
+    with its GPU, date and command; or a sentence saying that there is none yet, and why."""
     from detrlib.bench import format_table
 
-    results = read_results(folder)
-    if not results:
-        if folder:
-            where = f"in {folder}"
-        else:  # a built page names the repository's folder, not the path of the machine that built it
-            where = "in the repository's results/" if results_dir().is_dir() else "here (this copy of detrlib has no results/ folder)"
-        return (f"No GPU measurement is {where} yet. On a CUDA GPU, `python -m detrlib bench gpu --out "
-                "results/gpu-<name>.json` (or `bash scripts/gpu_check.sh`) measures one, and this table shows it.")
+    measured = read_results(folder)
+    if not measured:
+        why = "" if folder else results.find("gpu-*.json")[1]
+        where = f"in {folder}" if folder else f"in {results.where()}"
+        return (f"No GPU measurement is {where} yet{f'; {why}' if why else ''}. On a CUDA GPU, `python -m "
+                "detrlib bench gpu --out results/gpu-<name>.json` (or `bash scripts/gpu_check.sh`) measures "
+                "one, and this table shows it.")
     return "\n\n".join(format_table([{k: v for k, v in row.items() if k != "profile"} for row in r["rows"]],
                                      title=f"{r['gpu']}, measured {r['date']} by `{r['command']}`")
-                        for r in results)
+                        for r in measured)
 
 
-def write_results(rows: list[dict], out: str | Path, command: str) -> Path:
-    """Write ``rows`` with the machine, GPU, date and command as JSON (to a temporary file, then
-    renamed)."""
+def write_results(rows: list[dict], out: str | Path, command: str, settings: dict | None = None) -> Path:
+    """Write ``rows`` with the machine, GPU, date, command and the training ``settings`` they were
+    measured with as JSON (to a temporary file, then renamed), and update the folder's index."""
+    from detrlib.checkpoint import atomic_write_text
+
     info = machine()
     result = {"gpu": info.get("gpu", "none"), "date": datetime.date.today().isoformat(), "command": command,
-              "machine": info, "rows": rows}
+              "machine": info, "settings": settings or {}, "rows": rows}
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
-    tmp.write_text(json.dumps(result, indent=1) + "\n")
-    tmp.replace(out)
+    atomic_write_text(out, json.dumps(result, indent=1) + "\n")
+    refresh_index(out)
     return out
 
 
@@ -107,8 +107,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--steps", type=int, default=20, help="timed training steps (default 20)")
     parser.add_argument("--warmup", type=int, default=5, help="untimed steps and calls first (default 5)")
     parser.add_argument("--repeats", type=int, default=20, help="timed inference calls (default 20)")
-    parser.add_argument("--deterministic", action="store_true",
-                        help="deterministic algorithms, as detrlib's train() sets them (default: torch's defaults)")
     parser.add_argument("--out", help="also write the table, machine, GPU, date and command to this JSON file "
                                       "(results/gpu-<name>.json is what the book shows)")
 
@@ -116,41 +114,41 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 @benchmark("gpu", "CUDA GPU: fp32 vs AMP training steps/s and memory, inference s/image (R50 6/4/50 and 6/6/100)",
            add_arguments)
 def run(args: argparse.Namespace) -> list[dict]:
-    if not torch.cuda.is_available():
+    if not config.has_cuda():
         print("bench gpu: no CUDA device on this machine, so there is nothing to measure. Run it on a GPU "
               "(on Colab: Runtime > Change runtime type > GPU); `python -m detrlib bench infer` times the CPU.")
         return []
     if getattr(args, "out", None) and Path(args.out).exists():
         raise ValueError(f"{args.out} already exists: choose another --out (results are never overwritten)")
-    was_deterministic = torch.are_deterministic_algorithms_enabled()
-    torch.use_deterministic_algorithms(args.deterministic, warn_only=True)
-    try:
-        rows = measure(args)
-    finally:
-        torch.use_deterministic_algorithms(was_deterministic, warn_only=True)
+    from detrlib.engine import deterministic_settings, seed_everything
+
+    seed_everything(0)  # the settings train() runs with, deterministic algorithms included
+    settings = deterministic_settings()
+    print("timed with the settings of detrlib's train(): " + ", ".join(f"{k} {v}" for k, v in settings.items()))
+    rows = measure(args)
     if getattr(args, "out", None):
         command = "python -m detrlib " + shlex.join(getattr(args, "argv", ["bench", "gpu", "--out", args.out]))
-        print(f"wrote {write_results(rows, args.out, command)}")
+        print(f"wrote {write_results(rows, args.out, command, settings)}")
     return rows
 
 
 def measure(args: argparse.Namespace) -> list[dict]:
     from detrlib.config import profile_settings
-    from detrlib.engine import amp_dtype
+    from detrlib.precision import precision
 
     device = torch.device("cuda")
     cfg = profile_settings("gpu")
     batch = args.batch or cfg.train.batch_size
-    amp = amp_dtype("auto", device)
-    precisions = {"fp32": "off", f"amp {str(amp).removeprefix('torch.')}"
-                  + (" + GradScaler" if amp == torch.float16 else ""): "auto"}
+    amp = precision("auto", device)
+    precisions = {"fp32": "off", f"amp {amp.name}": "auto"}
     print(f"{device_name(device)}, torch {torch.__version__}: training batch {batch} at {args.size}², "
-          f"median of {args.steps} steps after {args.warmup}; inference median of {args.repeats} calls")
+          f"median of {args.steps} steps after {args.warmup}; inference median of {args.repeats} calls; "
+          f"AMP is {amp.why}")
     start, rows = time.perf_counter(), []
     for name, run_cfg in configurations(cfg).items():
         base = None
-        for label, precision in precisions.items():
-            result = training_speed(run_cfg.replace(**{"train.amp": precision}), device, args.size, batch,
+        for label, setting in precisions.items():
+            result = training_speed(run_cfg.replace(**{"train.amp": setting}), device, args.size, batch,
                                     args.steps, args.warmup)
             base = base or result["steps/s"]
             row = {"config": name, "profile": "gpu" if run_cfg is cfg else "", "precision": label,
@@ -158,7 +156,8 @@ def measure(args: argparse.Namespace) -> list[dict]:
                    "vs fp32": result["steps/s"] / base, "peak MiB": result["peak MiB"], "loss": result["loss"]}
             for b in (1, 8):
                 row[f"infer s/img b{b}"] = inference_seconds_per_image(
-                    result["model"], args.size, b, amp_dtype(precision, device), device, args.repeats, args.warmup)
+                    result["model"], args.size, b, precision(setting, device).dtype, device, args.repeats,
+                    args.warmup)
             rows.append(row)
             del result
             torch.cuda.empty_cache()

@@ -36,7 +36,7 @@ def inference_job(model, size: int, batch: int = 1, dtype: torch.dtype | None = 
                   device: torch.device | None = None):
     """A callable running ``model`` on a batch of ``batch`` random ``size``² images: eval mode, no
     gradients, under autocast to ``dtype`` when given."""
-    from detrlib.engine import autocast
+    from detrlib.precision import autocast
 
     device = device or next(model.parameters()).device
     images = torch.randn(batch, 3, size, size, device=device)
@@ -78,7 +78,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 @benchmark("infer", "inference s/image: warm-up, CUDA-event timing on a GPU, median of many runs", add_arguments)
 def run(args: argparse.Namespace) -> list[dict]:
     from detrlib.config import device_name, get_profile, pick_device
-    from detrlib.engine import amp_dtype
+    from detrlib.precision import precision as choose
     from detrlib.model import build_model, count_parameters
 
     device = pick_device(args.device)
@@ -97,8 +97,8 @@ def run(args: argparse.Namespace) -> list[dict]:
         for size in sizes:
             for batch in args.batches:
                 for precision in args.precision:
-                    dtype = amp_dtype("auto" if precision == "amp" else ("off" if precision == "fp32" else precision),
-                                      device)
+                    dtype = choose("auto" if precision == "amp" else ("off" if precision == "fp32" else precision),
+                                   device).dtype
                     label = precision if precision != "amp" else f"amp ({str(dtype).removeprefix('torch.')})"
                     jobs = {shape: inference_job(model, size, batch, dtype, device) for shape, model in models.items()}
                     times = take_turns(jobs, args.repeats, args.warmup, device)  # configurations alternate

@@ -47,7 +47,8 @@ def detrlib_step(cfg, images, mask, targets, dtype: torch.dtype | None = None):
     matching and losses in fp32, a ``GradScaler`` for fp16. The returned callable runs one step on
     this batch, or on ``(images, mask, targets)`` given to it, and returns the loss as a float."""
     from detrlib.criterion import build_criterion
-    from detrlib.engine import autocast, make_optimizer
+    from detrlib.engine import make_optimizer
+    from detrlib.precision import autocast
     from detrlib.model import build_model
 
     device = images.device
@@ -92,7 +93,7 @@ def hf_config(model_cfg) -> dict:
 def hf_step(model, images, targets, clip: float = 0.1, dtype: torch.dtype | None = None):
     """One training step of Hugging Face's DETR, with the fused AdamW its Trainer uses by default,
     its forward pass under autocast to ``dtype`` (``None``: fp32)."""
-    from detrlib.engine import autocast
+    from detrlib.precision import autocast
 
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=1e-4, fused=True)
     labels = [{"class_labels": t["labels"], "boxes": t["boxes"]} for t in targets]
@@ -122,9 +123,9 @@ def _profile(name: str, args: argparse.Namespace):
            help="seconds per training step (forward, matching, loss, backward, AdamW) on CPU; detrlib vs "
                 "Hugging Face, --dn for denoising's overhead, --busy N next to N spinning processes")
 def run(args: argparse.Namespace) -> list[dict]:
-    from detrlib.engine import amp_dtype
+    from detrlib.precision import precision as choose
 
-    dtype = amp_dtype("auto", torch.device("cpu")) if args.amp else None
+    dtype = choose("auto", "cpu").dtype if args.amp else None
     precision = {torch.bfloat16: "bf16", torch.float16: "fp16"}.get(dtype, "fp32")
     print(f"{torch.get_num_threads()} torch threads, {precision}, median of {args.repeats} steps"
           + (f", quiet and next to {args.busy} spinning processes, turn by turn" if args.busy else ""))

@@ -4,7 +4,8 @@ repository's reference files) comes through :func:`download`, with a digest chec
 Mirrors are tried in order. A partial download (``<file>.part``) is resumed with an HTTP ``Range``
 request where the server allows it, and restarted where it does not. A file whose digest differs
 is deleted and the next mirror tried. VOC's archives are kept in ``download_dir`` (default
-``workdir()/downloads``) and extracted into ``root``, which may be a mounted Drive.
+:func:`~detrlib.config.downloads_dir`: on Google Drive when it is mounted, so that a new Colab
+session extracts them again instead of downloading them) and extracted into ``root``.
 """
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from detrlib.config import workdir
+from detrlib.config import downloads_dir
 
 
 @dataclass(frozen=True)
@@ -29,10 +30,13 @@ class Archive:
 
 
 def _mirrors(path: str, filename: str) -> tuple[str, ...]:
+    old = f"http://host.robots.ox.ac.uk/pascal/VOC/{path}/{filename}"
     return (
         f"https://thor.robots.ox.ac.uk/pascal/VOC/{path}/{filename}",  # the official host
-        f"http://host.robots.ox.ac.uk/pascal/VOC/{path}/{filename}",  # its old name
-        f"https://pjreddie.com/media/files/{filename}",  # the YOLO authors' copy
+        old,  # its old name
+        # the Internet Archive's copy of the official file, served as it was stored (id_); the YOLO
+        # authors' copy (pjreddie.com), which many scripts use, no longer answers
+        f"https://web.archive.org/web/2023id_/{old}",
     )
 
 
@@ -49,7 +53,12 @@ VOC_ARCHIVES = {
 
 
 class DownloadError(RuntimeError):
-    """Every mirror of an archive failed."""
+    """Every mirror of an archive failed, or the file could not be written."""
+
+
+def _unwritable(folder: Path, err: OSError) -> DownloadError:
+    return DownloadError(f"cannot write to {folder} ({err.strerror or err}): free space there or make it "
+                         "writable, or point DETRLIB_DOWNLOADS at another folder")
 
 
 def file_digest(path: Path, algorithm: str = "md5", chunk: int = 1 << 20) -> str:
@@ -73,11 +82,20 @@ def _fetch(url: str, part: Path, timeout: float) -> None:
             print(f"resuming {part.name[:-5]}: {size} came in an earlier, interrupted download")
         size = response.headers.get("Content-Length")
         total = offset + int(size) if size else None
-        with open(part, "ab" if offset else "wb") as f, tqdm(total=total, initial=offset, unit="B", unit_scale=True,
-                                                            unit_divisor=1024, desc=part.name[:-5]) as bar:
-            while block := response.read(1 << 20):
-                f.write(block)
-                bar.update(len(block))
+        with tqdm(total=total, initial=offset, unit="B", unit_scale=True, unit_divisor=1024,
+                  desc=part.name[:-5]) as bar:
+            try:
+                f = open(part, "ab" if offset else "wb")
+            except OSError as err:
+                raise _unwritable(part.parent, err) from None
+            with f:
+                while block := response.read(1 << 20):
+                    try:
+                        f.write(block)
+                        f.flush()
+                    except OSError as err:  # a full or read-only disk, e.g. a full Google Drive
+                        raise _unwritable(part.parent, err) from None
+                    bar.update(len(block))
 
 
 def download(urls, dest: Path, digest: str, algorithm: str = "md5", advice: str = "", timeout: float = 60) -> Path:
@@ -90,7 +108,10 @@ def download(urls, dest: Path, digest: str, algorithm: str = "md5", advice: str 
         if file_digest(dest, algorithm).startswith(digest):
             return dest
         dest.unlink()
-    dest.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise _unwritable(dest.parent, err) from None
     part = dest.with_name(dest.name + ".part")
     errors = []
     for url in urls:
@@ -140,7 +161,7 @@ def archives_for(sets) -> list[str]:
 def download_voc(root, names=tuple(VOC_ARCHIVES), download_dir=None, archives=VOC_ARCHIVES) -> Path:
     """Download (once) and extract (once) the named VOC archives into ``root``; returns ``root``."""
     root = Path(root).expanduser()
-    download_dir = Path(download_dir) if download_dir else workdir() / "downloads"
+    download_dir = Path(download_dir) if download_dir else downloads_dir()
     for name in names:
         archive = archives[name]
         done = root / "VOCdevkit" / f".{archive.filename}.extracted"
