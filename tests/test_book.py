@@ -19,16 +19,16 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="session")
 def built_book() -> Path:
-    """Builds the whole book in the smoke profile (executing every chapter) into _build/smoke, its
-    runs in _build/smoke/runs (a chapter whose cached outputs are reused trains nothing)."""
+    """Builds the whole book in the smoke profile (executing every chapter) as `make book` does
+    (scripts/build_book.py, which also runs the page check) into _build/smoke, its runs in
+    _build/smoke/_build/runs (a chapter whose cached outputs are reused trains nothing)."""
     out = ROOT / "_build" / "smoke"
-    if not (out / "runs").is_dir():  # a build without its runs folder starts over, so every chapter trains
+    runs = out / "_build" / "runs"
+    if not runs.is_dir():  # a build without its runs folder starts over, so every chapter trains
         shutil.rmtree(out, ignore_errors=True)
-    env = {**os.environ, "DETRLIB_PROFILE": "smoke", "DETRLIB_STATIC_WIDGETS": "1",
-           "DETRLIB_RUNS": str(out / "runs")}
+    env = {**os.environ, "DETRLIB_PROFILE": "smoke", "DETRLIB_STATIC_WIDGETS": "1", "DETRLIB_RUNS": str(runs)}
     env.pop("MPLBACKEND", None)
-    jb = Path(sys.executable).with_name("jupyter-book")
-    result = subprocess.run([str(jb), "build", str(ROOT), "-W", "-n", "--keep-going", "--path-output", str(out)],
+    result = subprocess.run([sys.executable, str(ROOT / "scripts" / "build_book.py"), "--out", str(out)],
                             env=env, capture_output=True, text=True)
     assert result.returncode == 0, f"the book build failed or warned:\n{result.stdout[-6000:]}\n{result.stderr[-3000:]}"
     return out / "_build" / "html"
@@ -62,7 +62,7 @@ def test_built_pages_read_cleanly(built_book):
 def test_no_configuration_is_trained_twice(built_book):
     """Chapters share a run wherever their configurations agree: a run's folder is named by its
     configuration, so two folders that hold one configuration under different names trained it twice."""
-    runs = built_book.parents[1] / "runs"
+    runs = built_book.parent / "runs"
     folders = {}
     for config in sorted(runs.glob("*/config.json")):
         settings = json.loads(config.read_text())

@@ -1,13 +1,9 @@
 """Publishing as Jupyter Book projects do: workflows that run the README's commands, a book cache that a
 library change invalidates, and one place for the repository's address."""
-import os
 import re
 import shutil
-import subprocess
 import sys
-from pathlib import Path
 
-import pytest
 import yaml
 
 from book_layout import ROOT
@@ -42,7 +38,7 @@ def test_the_workflows_run_the_readme_commands_and_deploy_the_site():
     assert {"actions/cache", "actions/upload-pages-artifact", "actions/deploy-pages"} <= set(uses("book.yml"))
     cached = yaml.safe_load((WORKFLOWS / "book.yml").read_text())["jobs"]["build"]["steps"]
     paths = next(s["with"]["path"] for s in cached if s.get("uses", "").startswith("actions/cache"))
-    assert "_build/.jupyter_cache" in paths and "_build/.detrlib-code" in paths
+    assert {"_build/.jupyter_cache", "_build/.detrlib-code", "_build/.book-inputs"} <= set(paths.split())
 
 
 def test_the_fingerprint_follows_code_not_comments_or_docstrings(tmp_path):
@@ -70,59 +66,25 @@ def test_a_fork_needs_one_change(tmp_path):
     assert url not in everything
     chapter = (tmp_path / "book" / "04_training.md").read_text()
     assert "colab.research.google.com/github/someone/fork/blob/dev/notebooks/04_training.ipynb" in chapter
-    assert '"detrlib @ git+https://github.com/someone/fork@dev"' in chapter
+    tag = sync_repository.release_tag(ROOT)
+    assert f'"detrlib @ git+https://github.com/someone/fork@{tag}"' in chapter  # the release, not the branch
     assert 'REPOSITORY = "https://github.com/someone/fork"' in (tmp_path / "detrlib/config.py").read_text()
     assert sync_repository.rewrite(tmp_path) == []  # a second run has nothing left to do
 
 
-TINY_PAGE = """---
-jupytext:
-  text_representation:
-    extension: .md
-    format_name: myst
-kernelspec:
-  display_name: Python 3
-  language: python
-  name: python3
----
+def test_a_release_pins_every_install_cell_to_its_tag(tmp_path):
+    """The install cell installs the tag of detrlib's version, which ``make sync`` writes after a bump."""
+    import detrlib
 
-# Tiny
-
-```{code-cell} ipython3
-import os
-
-import detrlib
-
-print("executed by process", os.getpid())
-```
-"""
-
-
-@pytest.mark.slow
-def test_changing_detrlib_makes_make_book_run_the_chapters_again(tmp_path):
-    """A one-page book built with the Makefile's book target: rebuilt after a docstring change, the
-    page comes from the cache; after a change to detrlib's code it is executed again."""
-    for name in ("Makefile", "requirements.txt", "pyproject.toml", "scripts", "detrlib"):
-        copy = shutil.copytree if (ROOT / name).is_dir() else shutil.copy
-        copy(ROOT / name, tmp_path / name)
-    (tmp_path / "page.md").write_text(TINY_PAGE)
-    (tmp_path / "_toc.yml").write_text("format: jb-book\nroot: page\n")
-    (tmp_path / "_config.yml").write_text("title: tiny\nonly_build_toc_files: true\nexclude_patterns: [detrlib, scripts]\n"
-                                          "execute:\n  execute_notebooks: cache\n")
-    stamp = tmp_path / "installed"
-    stamp.touch()
-    venv = Path(sys.executable).parents[1]
-    env = {k: v for k, v in os.environ.items() if not k.startswith("DETRLIB_")}
-
-    def build() -> str:
-        done = subprocess.run(["make", "book", f"VENV={venv}", f"STAMP={stamp}"], cwd=tmp_path, env=env,
-                              capture_output=True, text=True)
-        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-        return re.search(r"executed by process (\d+)", (tmp_path / "_build/html/page.html").read_text()).group(1)
-
-    first = build()
-    config = tmp_path / "detrlib" / "config.py"
-    config.write_text(config.read_text().replace('"""Every knob', '"""Each knob', 1))
-    assert build() == first  # a docstring is not code: the cached execution
-    config.write_text(config.read_text() + "\nCHANGED = True\n")
-    assert build() != first
+    assert sync_repository.release_tag(ROOT) == f"v{detrlib.__version__}", (
+        "pyproject.toml's version and detrlib.__version__ differ: bump both")
+    for name in ("_config.yml", "pyproject.toml", "detrlib/config.py", "book/04_training.md", "book/08_results.md"):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(ROOT / name, tmp_path / name)
+    pyproject = tmp_path / "pyproject.toml"
+    pyproject.write_text(re.sub(r'^version = "[^"]+"', 'version = "9.8.7"', pyproject.read_text(), flags=re.M))
+    assert {p.name for p in sync_repository.rewrite(tmp_path)} == {"04_training.md", "08_results.md"}
+    url, _ = sync_repository.repository(ROOT)
+    for chapter in ("04_training.md", "08_results.md"):
+        installs = re.findall(r'pip install -q "detrlib @ [^"]+"', (tmp_path / "book" / chapter).read_text())
+        assert installs == [f'pip install -q "detrlib @ git+{url}@v9.8.7"']

@@ -1,0 +1,124 @@
+"""Build the book, and fail, naming the page, whenever a page is not what a reader should get.
+
+`make book` runs this, and so does the smoke build of tests/test_book.py:
+1. scripts/book_cache.py forgets executions made by another detrlib or from other results;
+2. `jupyter-book build -W -n --keep-going`, with `--all` when the last build did not end clean:
+   jupyter-cache never keeps a failed or timed-out execution, but Sphinx's record of the pages it
+   has read would serve the broken page again, and say "build succeeded", without running it;
+3. the checks: myst-nb's report of every chapter that did not execute (``reports/*.err.log``),
+   Sphinx's warnings (a missing glue key among them), and the page check of tests/book_pages.py
+   on every page of the toc.
+A problem fails the build with one line per page at the end. Usage:
+python scripts/build_book.py [--out DIR]  (the site goes to DIR/_build/html; DIR: the repository)
+"""
+from __future__ import annotations
+
+import argparse
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import book_cache
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests"))
+from book_layout import toc_files  # noqa: E402
+from book_pages import page_problems  # noqa: E402
+
+CLEAN = ".last-build-clean"  # in the build folder: written only when a build passed every check
+ANSI = re.compile(r"\x1b\[[0-9;]*m")
+WARNING = re.compile(r"^(?:(?P<path>[^\s:][^:]*?)(?::\d+)?: )?(?:WARNING|ERROR|CRITICAL): (?P<what>.*)$")
+EXCEPTION = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Interrupt|Exit)(: .*)?$")
+
+
+def page_name(path: str) -> str:
+    """A source file as the toc names it (``notebooks/04_training``), or ``path`` when outside the book."""
+    try:
+        return Path(path).resolve().relative_to(ROOT).with_suffix("").as_posix()
+    except ValueError:
+        return path
+
+
+def warnings_by_page(output: list[str]) -> dict[str, list[str]]:
+    """Sphinx's warnings and errors in a build's output, by page (``the build`` when they name none)."""
+    found = {}
+    for line in output:
+        if match := WARNING.match(ANSI.sub("", line).rstrip()):
+            page = page_name(match["path"]) if match["path"] else "the build"
+            found.setdefault(page, []).append(match["what"])
+    return found
+
+
+def failure_reason(report: str) -> str:
+    """Why an execution failed, in one line, from myst-nb's report: the cell timeout, else the last
+    exception raised (a cell's own error comes after nbclient's)."""
+    lines = [ANSI.sub("", line).strip() for line in report.splitlines()]
+    for line in lines:
+        if line.startswith("nbclient.exceptions.CellTimeoutError: "):
+            return "CellTimeoutError: " + line.split(": ", 1)[1]
+    raised = [line for line in lines if EXCEPTION.match(line)]
+    return (raised or [line for line in lines if line] or ["no report"])[-1]
+
+
+def problems(html: Path, warnings: dict[str, list[str]]) -> dict[str, list[str]]:
+    """Every problem of the site in ``html``, by page: chapters that did not execute first, then
+    warnings, then the page check's findings."""
+    found = {}
+    for report in sorted((html / "reports").rglob("*.err.log")):
+        page = report.relative_to(html / "reports").as_posix().removesuffix(".err.log")
+        found.setdefault(page, []).append(f"did not execute: {failure_reason(report.read_text())}")
+    for page, lines in warnings.items():
+        found.setdefault(page, []).extend(f"warning: {line}" for line in lines)
+    entries = toc_files()
+    built = [entry for entry in entries if (html / f"{entry}.html").exists()]
+    for entry in sorted(set(entries) - set(built)):
+        found.setdefault(entry, []).append("not built")
+    for line in page_problems(html, built) if built else []:
+        page, _, what = line.partition(": ")
+        found.setdefault(page, []).append(what)
+    return found
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=ROOT, help="the site goes to OUT/_build/html")
+    out = parser.parse_args(argv).out.resolve()
+    build = out / "_build"
+    book_cache.refresh(build)
+    clean = build / CLEAN
+    fresh = not clean.exists()
+    if fresh and (build / ".doctrees").exists():
+        print("book: the last build did not end clean, so every page is read again")
+    clean.unlink(missing_ok=True)
+    shutil.rmtree(build / "html" / "reports", ignore_errors=True)  # an earlier build's reports
+
+    command = [str(Path(sys.executable).with_name("jupyter-book")), "build", str(ROOT), "-W", "-n", "--keep-going"]
+    command += ["--all"] * fresh + (["--path-output", str(out)] if out != ROOT else [])
+    output = []
+    with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1) as run:
+        for line in run.stdout:
+            sys.stdout.write(line)
+            output.append(line)
+    # with -W a warning ends the build non-zero: after a zero exit, "WARNING:" lines came from elsewhere (a kernel)
+    found = problems(build / "html", warnings_by_page(output) if run.returncode else {})
+    if not found and run.returncode == 0:
+        clean.touch()
+        print(f"book: every page built and checked; the book is in {build / 'html' / 'index.html'}")
+        return 0
+    print("\nbook: the build failed; what it found, page by page:")
+    for page, lines in found.items():
+        print("\n".join(f"  {page}: {line}" for line in lines))
+    for page, lines in found.items():
+        more = f" (and {len(lines) - 1} more, listed above)" if len(lines) > 1 else ""
+        print(f"book: {page}: {lines[0]}{more}")
+    if not found:
+        print(f"book: jupyter-book build ended with exit status {run.returncode}; its output above says why")
+    if any(lines[0].startswith("did not execute") for lines in found.values()):
+        print("book: a chapter that did not execute is not cached: the next build runs it again")
+    return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
