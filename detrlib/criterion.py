@@ -4,7 +4,9 @@ For each decoder layer's outputs: match (:class:`~detrlib.matcher.HungarianMatch
 
 - ``loss_ce``: cross-entropy over all Q predictions; matched ones learn their object's class, the
   others learn "no object" (class index C), down-weighted by ``eos_coef`` because they are many
-  (chapter 8 adds class weights for rare classes and the focal loss, :func:`class_balanced_weights`);
+  (chapter 8 adds class weights for rare classes and the focal loss, :func:`class_balanced_weights`).
+  With a sigmoid class head (Conditional DETR) it is the sigmoid focal loss instead: each of the C
+  logits is its own yes/no question, "no object" is "no" to all of them;
 - ``loss_bbox``, ``loss_giou``: L1 and 1 - GIoU between matched boxes, summed and divided by the
   number of objects in the batch;
 - ``class_error``, ``cardinality_error``: logged metrics with no gradient.
@@ -20,7 +22,7 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torchvision.ops import box_convert, generalized_box_iou_loss
+from torchvision.ops import box_convert, generalized_box_iou_loss, sigmoid_focal_loss
 
 from detrlib.config import Config
 from detrlib.matcher import HungarianMatcher
@@ -62,12 +64,19 @@ class SetCriterion(nn.Module):
     e.g. :func:`class_balanced_weights`) weigh each object class in the cross-entropy as
     ``eos_coef`` weighs no-object, and ``focal_gamma`` > 0 scales each prediction's term by
     ``(1 - p)^focal_gamma``, ``p`` its probability of the right class (the focal loss).
+
+    ``sigmoid=True`` takes the outputs of a sigmoid class head (C logits, no no-object) and makes
+    ``loss_ce`` the sigmoid focal loss of Deformable and Conditional DETR (Lin et al.), with
+    ``focal_alpha`` and ``focal_gamma``, summed over every prediction and class and divided by the
+    number of objects; ``eos_coef`` and ``class_weights`` do not apply.
     """
 
     def __init__(self, num_classes: int, matcher: HungarianMatcher, weight_dict: dict[str, float],
                  eos_coef: float, losses: list[str], class_weights: Tensor | None = None,
-                 focal_gamma: float = 0.0):
+                 focal_gamma: float = 0.0, sigmoid: bool = False, focal_alpha: float = 0.25):
         super().__init__()
+        if sigmoid and class_weights is not None:
+            raise ValueError("class_weights weigh the softmax cross-entropy; the sigmoid focal loss takes none")
         unknown = [name for name in losses if not callable(getattr(self, f"loss_{name}", None))]
         if unknown:
             raise ValueError(f"unknown loss(es) {unknown}: choose among 'labels', 'boxes', 'cardinality'")
@@ -85,27 +94,36 @@ class SetCriterion(nn.Module):
         self.register_buffer("empty_weight", empty_weight)
         if focal_gamma < 0:
             raise ValueError(f"focal_gamma must be >= 0, not {focal_gamma}")
-        self.focal_gamma = focal_gamma
+        self.focal_gamma, self.sigmoid, self.focal_alpha = focal_gamma, sigmoid, focal_alpha
 
     def loss_labels(self, outputs, targets, indices, num_boxes, log=True) -> dict[str, Tensor]:
         """Weighted cross-entropy over every prediction (focal with ``focal_gamma`` > 0), divided by
         the sum of the weights of the predictions' target classes, as ``F.cross_entropy``'s weighted
-        mean; ``class_error`` (%) over matched ones."""
+        mean; with ``sigmoid``, the sigmoid focal loss divided by ``num_boxes``. ``class_error`` (%)
+        over matched ones."""
         logits = outputs["pred_logits"].float()
         idx = matched_prediction_index(indices)
         matched_classes = torch.cat([t["labels"][j] for t, (_, j) in zip(targets, indices)])
         target_classes = torch.full(logits.shape[:2], self.num_classes, dtype=torch.int64, device=logits.device)
         target_classes[idx] = matched_classes
         weight, nll = self.class_terms(logits, target_classes)
-        # a weighted mean, with the weights summed over the global batch under DDP
-        losses = {"loss_ce": (weight * nll).sum() / process_mean(weight.sum())}
+        if self.sigmoid:  # per object, as the box losses
+            losses = {"loss_ce": nll.sum() / num_boxes}
+        else:  # a weighted mean, with the weights summed over the global batch under DDP
+            losses = {"loss_ce": (weight * nll).sum() / process_mean(weight.sum())}
         if log:
             losses["class_error"] = class_error(logits[idx].detach(), matched_classes)
         return losses
 
     def class_terms(self, logits: Tensor, target_classes: Tensor) -> tuple[Tensor, Tensor]:
         """Per prediction, the weight of its target class and its cross-entropy (focal with
-        ``focal_gamma`` > 0): ``logits [N, S, C+1]``, ``target_classes [N, S]``."""
+        ``focal_gamma`` > 0): ``logits [N, S, C+1]``, ``target_classes [N, S]``. With ``sigmoid``:
+        weight 1 and the sigmoid focal loss summed over the C logits (``[N, S, C]``), where the
+        class C (no object) is a "no" from each."""
+        if self.sigmoid:
+            yes = F.one_hot(target_classes, self.num_classes + 1)[..., :-1].to(logits.dtype)
+            focal = sigmoid_focal_loss(logits, yes, self.focal_alpha, self.focal_gamma, reduction="none").sum(-1)
+            return torch.ones_like(focal), focal
         weight = self.empty_weight.to(logits.device)[target_classes]
         nll = F.cross_entropy(logits.transpose(1, 2), target_classes, reduction="none")
         if self.focal_gamma:
@@ -115,9 +133,13 @@ class SetCriterion(nn.Module):
     @torch.no_grad()
     def loss_cardinality(self, outputs, targets, indices, num_boxes) -> dict[str, Tensor]:
         """Mean |predicted objects - true objects| per image, where a prediction counts when its
-        most likely class is not no-object. A metric, not a loss: no gradient."""
+        most likely class is not no-object (with ``sigmoid``: when a class is more likely than not).
+        A metric, not a loss: no gradient."""
         logits = outputs["pred_logits"]
-        predicted = (logits.argmax(-1) != logits.shape[-1] - 1).sum(1).float()
+        if self.sigmoid:
+            predicted = (logits.amax(-1) > 0).sum(1).float()
+        else:
+            predicted = (logits.argmax(-1) != logits.shape[-1] - 1).sum(1).float()
         true = torch.tensor([float(len(t["labels"])) for t in targets], device=logits.device)
         return {"cardinality_error": F.l1_loss(predicted, true)}
 
@@ -237,10 +259,14 @@ def build_criterion(cfg: Config, class_counts=None) -> SetCriterion:
     """Matcher, loss weights (one set per decoder layer with ``aux_loss``) and criterion from a
     Config; with ``model.dn_groups > 0`` a :class:`DenoisingCriterion` whose denoising terms weigh
     as much as the matched ones. ``train.class_loss="balanced"`` needs ``class_counts``, the
-    training objects of each class (``[dataset.class_counts()[c] for c in dataset.classes]``)."""
+    training objects of each class (``[dataset.class_counts()[c] for c in dataset.classes]``).
+    ``train.class_loss="sigmoid_focal"`` (with ``model.class_head="sigmoid"``) trains and matches
+    with the focal loss and cost of Conditional DETR."""
     t, m = cfg.train, cfg.model
-    matcher = HungarianMatcher(cost_class=t.set_cost_class, cost_bbox=t.set_cost_bbox, cost_giou=t.set_cost_giou)
-    weights = {"loss_ce": 1.0, "loss_bbox": t.bbox_loss_coef, "loss_giou": t.giou_loss_coef}
+    sigmoid = t.class_loss == "sigmoid_focal"
+    matcher = HungarianMatcher(cost_class=t.set_cost_class, cost_bbox=t.set_cost_bbox, cost_giou=t.set_cost_giou,
+                               sigmoid=sigmoid, focal_alpha=t.focal_alpha, focal_gamma=t.focal_gamma)
+    weights = {"loss_ce": t.cls_loss_coef, "loss_bbox": t.bbox_loss_coef, "loss_giou": t.giou_loss_coef}
     suffixes = [""] + ([f"_{i}" for i in range(m.dec_layers - 1)] if m.aux_loss else [])
     if m.dn_groups > 0:
         suffixes += ["_dn"] + ([f"_dn_{i}" for i in range(m.dec_layers - 1)] if m.aux_loss else [])
@@ -255,8 +281,10 @@ def build_criterion(cfg: Config, class_counts=None) -> SetCriterion:
         extra["class_weights"] = class_balanced_weights(class_counts, t.balanced_beta)
     elif t.class_loss == "focal":
         extra["focal_gamma"] = t.focal_gamma
+    elif sigmoid:
+        extra.update(sigmoid=True, focal_alpha=t.focal_alpha, focal_gamma=t.focal_gamma)
     elif t.class_loss != "ce":
-        raise ValueError(f"train.class_loss must be 'ce', 'balanced' or 'focal', not {t.class_loss!r}")
+        raise ValueError(f"train.class_loss must be 'ce', 'balanced', 'focal' or 'sigmoid_focal', not {t.class_loss!r}")
     cls = DenoisingCriterion if m.dn_groups > 0 else SetCriterion
     return cls(m.num_classes, matcher, weight_dict, eos_coef=t.eos_coef, losses=["labels", "boxes", "cardinality"],
                **extra)

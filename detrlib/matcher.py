@@ -6,6 +6,11 @@ pairing prediction i with object j is
 
     cost_class * (-p_i[class_j]) + cost_bbox * |b_i - b_j|_1 + cost_giou * (-GIoU(b_i, b_j)).
 
+A model with one sigmoid per class (Deformable and Conditional DETR, ``sigmoid=True``) is matched
+with the focal cost instead of ``-p``: with ``p = sigmoid(logit)`` of the object's class,
+``α (1 - p)^γ (-log p) - (1 - α) p^γ (-log(1 - p))``, what the focal loss gains by calling the
+prediction that class rather than background.
+
 The official code builds one cost matrix between every prediction and every object of the whole
 batch, [B*Q, sum T], and throws away all but the B diagonal blocks: work grows as B². Here each image
 gets its own [Q, T_b] matrix and nothing else. To compute them with a handful of tensor operations
@@ -48,19 +53,29 @@ def one_thread():
         torch.set_num_threads(threads)
 
 
+def focal_cost(logits: Tensor, alpha: float = 0.25, gamma: float = 2.0) -> Tensor:
+    """The focal matching cost of every class, from its logit (the module's docstring): ``[..., C]``."""
+    p = logits.float().sigmoid()
+    positive = alpha * (1 - p) ** gamma * -(p + 1e-8).log()
+    negative = (1 - alpha) * p ** gamma * -(1 - p + 1e-8).log()
+    return positive - negative
+
+
 @one_thread()
-def pair_costs(logits: Tensor, boxes: Tensor, labels: Tensor, tgt_boxes: Tensor) -> dict[str, Tensor]:
+def pair_costs(logits: Tensor, boxes: Tensor, labels: Tensor, tgt_boxes: Tensor,
+               focal: tuple[float, float] | None = None) -> dict[str, Tensor]:
     """The three unweighted cost terms between the Q predictions and T objects of each image.
 
     ``logits`` [B, Q, C+1] and ``boxes`` [B, Q, 4] (cx, cy, w, h) are the outputs; ``labels`` [B, T]
     and ``tgt_boxes`` [B, T, 4] the ground truth. Returns {"class", "bbox", "giou"}, each [B, Q, T],
     computed in fp32 whatever the input precision, on one CPU thread (see the module's docstring).
+    ``focal = (alpha, gamma)``: ``logits`` [B, Q, C] are sigmoid logits, and the class term is
+    :func:`focal_cost`.
     """
-    prob = logits.float().softmax(-1)
+    cost = focal_cost(logits, *focal) if focal else -logits.float().softmax(-1)  # -p: a constant does not matter
     boxes, tgt_boxes = boxes.float(), tgt_boxes.float()
     return {
-        # -p rather than 1 - p: a constant does not change the assignment
-        "class": -prob.gather(-1, labels[:, None, :].expand(-1, prob.shape[1], -1)),
+        "class": cost.gather(-1, labels[:, None, :].expand(-1, cost.shape[1], -1)),
         "bbox": torch.cdist(boxes, tgt_boxes, p=1),
         "giou": -_batched_giou(box_convert(boxes, "cxcywh", "xyxy"), box_convert(tgt_boxes, "cxcywh", "xyxy")),
     }
@@ -80,13 +95,16 @@ class HungarianMatcher(nn.Module):
     tensors of equal length min(Q, T), sorted by prediction index. Prediction ``pred_idx[k]`` is
     matched to object ``tgt_idx[k]``; unmatched predictions are to say "no object". When an image
     has more objects than queries, Q of them are matched and the rest are left out.
+    ``sigmoid=True`` matches the outputs of a sigmoid class head (C logits) by the focal cost.
     """
 
-    def __init__(self, cost_class: float = 1, cost_bbox: float = 5, cost_giou: float = 2):
+    def __init__(self, cost_class: float = 1, cost_bbox: float = 5, cost_giou: float = 2, sigmoid: bool = False,
+                 focal_alpha: float = 0.25, focal_gamma: float = 2.0):
         super().__init__()
         if cost_class == 0 and cost_bbox == 0 and cost_giou == 0:
             raise ValueError("all matching costs are 0: set at least one of cost_class, cost_bbox, cost_giou")
         self.cost_class, self.cost_bbox, self.cost_giou = cost_class, cost_bbox, cost_giou
+        self.focal = (focal_alpha, focal_gamma) if sigmoid else None
 
     @one_thread()
     def weigh(self, terms: dict[str, Tensor]) -> Tensor:
@@ -97,9 +115,9 @@ class HungarianMatcher(nn.Module):
     def padded_cost_terms(self, outputs: dict, targets: list[dict]) -> tuple[dict[str, Tensor], list[int]]:
         """:func:`pair_costs` for the whole batch, [B, Q, T_max], and each image's object count T_b."""
         logits, boxes = outputs["pred_logits"], outputs["pred_boxes"]
-        check_targets(targets, logits.shape[0], logits.shape[-1] - 1)
+        check_targets(targets, logits.shape[0], logits.shape[-1] - (self.focal is None))  # no no-object logit
         labels, tgt_boxes, sizes = pad_targets(targets)
-        return pair_costs(logits, boxes, labels.to(logits.device), tgt_boxes.to(boxes.device)), sizes
+        return pair_costs(logits, boxes, labels.to(logits.device), tgt_boxes.to(boxes.device), self.focal), sizes
 
     def cost_terms(self, outputs: dict, targets: list[dict]) -> list[dict[str, Tensor]]:
         """Per image, the unweighted terms {"class", "bbox", "giou"}, each [Q, T_b]."""
@@ -126,4 +144,5 @@ class HungarianMatcher(nn.Module):
         return indices
 
     def extra_repr(self) -> str:
-        return f"cost_class={self.cost_class}, cost_bbox={self.cost_bbox}, cost_giou={self.cost_giou}"
+        focal = f", focal alpha={self.focal[0]}, gamma={self.focal[1]}" if self.focal else ""
+        return f"cost_class={self.cost_class}, cost_bbox={self.cost_bbox}, cost_giou={self.cost_giou}{focal}"

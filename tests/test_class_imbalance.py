@@ -95,5 +95,5 @@ def test_build_criterion_reads_the_class_loss(monkeypatch):
     assert focal.empty_weight[:-1].eq(1).all()
     ce = build_criterion(cfg.replace(**{"train.class_loss": "ce"}), class_counts=[100, 10])
     assert ce.empty_weight[:-1].eq(1).all() and ce.focal_gamma == 0  # counts are used by "balanced" only
-    with pytest.raises(ValueError, match="train.class_loss must be one of ce, balanced, focal, got 'lvis'"):
+    with pytest.raises(ValueError, match="train.class_loss must be one of ce, balanced, focal, sigmoid_focal, got 'lvis'"):
         cfg.replace(**{"train.class_loss": "lvis"})  # refused when the config is made

@@ -7,6 +7,7 @@ both and comparing outputs checks that detrlib computes the same function.
 """
 import json
 import math
+import os
 from pathlib import Path
 
 import pytest
@@ -419,15 +420,27 @@ def test_postprocess_drops_no_object_scales_boxes_sorts_and_filters():
         PostProcess()(outputs, [100, 200])
 
 
-def test_pretrained_backbone_loads_imagenet_weights_into_frozen_batchnorm(monkeypatch):
-    """Offline: stand in for the download with a torchvision ResNet's own state_dict."""
+class RunsCode:
+    def __reduce__(self):
+        return (os.system, ("echo planted",))
+
+
+def test_pretrained_backbone_loads_imagenet_weights_into_frozen_batchnorm_as_data_only(tmp_path, monkeypatch):
+    """Offline: a torchvision ResNet's own state_dict stands in the hub cache for the download."""
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    cached = tmp_path / "hub" / "checkpoints" / torchvision.models.ResNet18_Weights.IMAGENET1K_V1.url.rsplit("/", 1)[-1]
+    cached.parent.mkdir(parents=True)
     donor = torchvision.models.resnet18()
     with torch.no_grad():
         donor.bn1.running_var.fill_(2.0)
         donor.conv1.weight.fill_(0.5)
-    monkeypatch.setattr(torchvision.models.WeightsEnum, "get_state_dict",
-                        lambda self, *args, **kwargs: donor.state_dict())
+    torch.save(donor.state_dict(), cached)
     model = build_model(ModelConfig(**{**SMALL.__dict__, "pretrained_backbone": True}))
     body = model.backbone[0].body
     assert torch.equal(body.bn1.running_var, donor.bn1.running_var)
     assert torch.equal(body.conv1.weight, donor.conv1.weight)
+
+    torch.save({**donor.state_dict(), "hook": RunsCode()}, cached)  # planted: unpickling it would run a command
+    with pytest.raises(ValueError, match=r"resnet18-f37072fd.pth cannot be read as resnet18's ImageNet weights: .* "
+                                         r"could run code and detrlib refuses; delete it"):
+        build_model(ModelConfig(**{**SMALL.__dict__, "pretrained_backbone": True}))

@@ -6,8 +6,11 @@ map. detrlib adds what a model trained from scratch on a CPU needs: ``stages`` c
 short (4 -> stride 32, 3 -> 16, 2 -> 8), ``frozen_bn=False`` uses ordinary BatchNorm and
 ``frozen_stages=0`` trains everything. ``return_stages`` keeps the feature maps of several stages,
 for multi-scale models (:meth:`Backbone.feature_maps`); DETR reads the last one.
+ImageNet weights (``pretrained``) are read as data only (:func:`imagenet_weights`).
 """
 from __future__ import annotations
+
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -19,6 +22,24 @@ from torchvision.ops import FrozenBatchNorm2d
 from detrlib.model.registry import register
 
 RESNETS = {"resnet18": 64, "resnet34": 64, "resnet50": 256, "resnet101": 256}  # layer1's channels
+
+
+def imagenet_weights(name: str) -> dict:
+    """torchvision's ImageNet weights of the ResNet ``name`` as a state_dict, read as data only
+    (``weights_only=True``), so that a file planted in the cache cannot run code. They live where
+    torchvision keeps them, torch's hub cache, and are downloaded there once, checked against the
+    SHA-256 prefix in their file name."""
+    url = torchvision.models.get_model_weights(name).IMAGENET1K_V1.url
+    path = Path(torch.hub.get_dir()) / "checkpoints" / url.rsplit("/", 1)[-1]
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        torch.hub.download_url_to_file(url, str(path), hash_prefix=torch.hub.HASH_REGEX.search(path.name).group(1))
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:  # torch reports a damaged file, or one holding code, in several exception types
+        raise ValueError(f"{path} cannot be read as {name}'s ImageNet weights: it is damaged, or holds Python "
+                         "objects beyond tensors, which could run code and detrlib refuses; delete it, and it is "
+                         "downloaded again") from None
 
 
 class Backbone(nn.Module):
@@ -34,10 +55,11 @@ class Backbone(nn.Module):
         if dilation and (stages < 4 or RESNETS[name] == 64):
             raise ValueError("ModelConfig.dilation dilates layer4 of a bottleneck ResNet: it needs "
                              "backbone_stages=4 and resnet50 or resnet101")
-        weights = torchvision.models.get_model_weights(name).IMAGENET1K_V1 if pretrained else None
         resnet = getattr(torchvision.models, name)(
-            weights=weights, replace_stride_with_dilation=[False, False, dilation],
+            replace_stride_with_dilation=[False, False, dilation],
             norm_layer=FrozenBatchNorm2d if frozen_bn else nn.BatchNorm2d)
+        if pretrained:  # what torchvision's weights= does, without its pickle loader
+            resnet.load_state_dict(imagenet_weights(name))
         # channels-last (NHWC) convolutions are much faster on CPUs (oneDNN) and on tensor cores
         returned = range(stages - return_stages + 1, stages + 1)
         self.body = IntermediateLayerGetter(resnet, return_layers={f"layer{i}": str(i) for i in returned}).to(

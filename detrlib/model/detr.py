@@ -9,8 +9,15 @@
 3. :meth:`predict`: a linear class head (``num_classes + 1`` logits, no-object last) and a
    3-layer MLP box head (sigmoid ``cx, cy, w, h`` in [0, 1] of the unpadded image) on every
    decoder layer's output.
+
+Two settings serve variants: ``class_head="sigmoid"`` gives ``num_classes`` logits, one sigmoid
+each and no no-object class (trained with the sigmoid focal loss), and a decoder with reference
+points (Conditional DETR's, :mod:`detrlib.model.conditional`) has each box predicted relative to
+its query's point.
 """
 from __future__ import annotations
+
+import math
 
 import torch
 import torch.nn.functional as F
@@ -55,24 +62,34 @@ class LearnedQueries(nn.Module):
 
 class DETR(nn.Module):
     """``model(images [B, 3, H, W] float, mask [B, H, W] bool, True = padding, or None)`` ->
-    ``{"pred_logits": [B, Q, C + 1], "pred_boxes": [B, Q, 4], "aux_outputs": [...]}``.
+    ``{"pred_logits": [B, Q, C + 1], "pred_boxes": [B, Q, 4], "aux_outputs": [...]}``
+    (``[B, Q, C]`` logits with ``class_head="sigmoid"``).
 
     With a ``denoiser`` (:class:`~detrlib.model.denoising.Denoiser`), training calls
     ``model(images, mask, targets=targets)`` add denoising queries; inference is unchanged.
     """
 
     def __init__(self, backbone: Joiner, transformer: Transformer, num_classes: int, num_queries: int,
-                 aux_loss: bool = True, denoiser: Denoiser | None = None, query_type=LearnedQueries):
+                 aux_loss: bool = True, denoiser: Denoiser | None = None, query_type=LearnedQueries,
+                 class_head: str = "softmax"):
         super().__init__()
+        if class_head not in ("softmax", "sigmoid"):
+            raise ValueError(f"class_head must be softmax or sigmoid, got {class_head!r}")
         self.num_classes, self.num_queries, self.aux_loss = num_classes, num_queries, aux_loss
+        self.class_head = class_head
         self.transformer = transformer
         hidden_dim = transformer.d_model
-        self.class_embed = nn.Linear(hidden_dim, num_classes + 1)
+        self.class_embed = nn.Linear(hidden_dim, num_classes + (class_head == "softmax"))
         self.bbox_embed = MLP(hidden_dim, hidden_dim, 4, 3)
         self.query_embed = query_type(num_queries, hidden_dim)
         self.input_proj = nn.Conv2d(backbone.num_channels, hidden_dim, kernel_size=1)
         self.backbone = backbone
         self.denoiser = denoiser
+        if class_head == "sigmoid":  # every class starts at probability 0.01, the focal loss's prior
+            nn.init.constant_(self.class_embed.bias, -math.log(99))
+        if transformer.decoder.reference_head is not None:  # a box starts centred on its reference point
+            nn.init.zeros_(self.bbox_embed.layers[-1].weight)
+            nn.init.zeros_(self.bbox_embed.layers[-1].bias)
 
     def image_tokens(self, images: torch.Tensor, mask: torch.Tensor | None = None):
         """``(tokens [B, hw, d], pos [B or 1, hw, d], padding [B, hw] | None, (h, w))``."""
@@ -84,9 +101,19 @@ class DETR(nn.Module):
         pos = pos.flatten(2).transpose(1, 2)
         return tokens, pos, (mask.flatten(1) if mask is not None else None), (h, w)
 
-    def predict(self, hs: torch.Tensor) -> dict:
-        """Heads on every decoder layer's output ``hs [layers, B, Q, d]``; the last layer is the answer."""
-        return self.outputs(self.class_embed(hs), self.bbox_embed(hs).sigmoid())
+    def predict(self, hs: torch.Tensor, reference: torch.Tensor | None = None) -> dict:
+        """Heads on every decoder layer's output ``hs [layers, B, Q, d]``; the last layer is the answer.
+        ``reference`` (:meth:`boxes`): the decoder's reference points, when it has them."""
+        return self.outputs(self.class_embed(hs), self.boxes(hs, reference))
+
+    def boxes(self, hs: torch.Tensor, reference: torch.Tensor | None = None) -> torch.Tensor:
+        """The box head: ``sigmoid(MLP(hs))``, or with ``reference [B, Q, 2]`` (Conditional DETR's
+        points, x and y in [0, 1]) ``sigmoid(MLP(hs) + [logit(reference), 0, 0])``: each box centre
+        predicted relative to its query's point."""
+        if reference is None:
+            return self.bbox_embed(hs).sigmoid()
+        offset = F.pad(torch.logit(reference.float(), eps=1e-5), (0, 2))  # fp32: 1 - 1e-5 is 1 in bf16
+        return (self.bbox_embed(hs) + offset).sigmoid()
 
     def outputs(self, logits: torch.Tensor, boxes: torch.Tensor) -> dict:
         """The heads' ``[layers, B, Q, ...]`` results as DETR's outputs: the last layer's, and the
@@ -104,7 +131,7 @@ class DETR(nn.Module):
             return self.denoise(tokens, pos, padding, targets)
         content, query_pos = self.query_embed(len(tokens))
         hs, _ = self.transformer(tokens, pos, padding, query_pos, content)
-        return self.predict(hs)
+        return self.predict(hs, self.transformer.decoder.reference_points(query_pos))
 
     def denoise(self, tokens, pos, padding, targets: list[dict]) -> dict:
         """Decode the denoising queries made from ``targets`` in front of the object queries (chapter 5).
@@ -118,10 +145,10 @@ class DETR(nn.Module):
         dn = self.denoiser(targets, self.num_queries)
         n = dn.content.shape[1]
         content, query_pos = self.query_embed(len(tokens))
-        hs, _ = self.transformer(tokens, pos, padding, torch.cat([dn.pos, query_pos], 1),
-                                 torch.cat([dn.content, content], 1), dn.attn_mask)
+        query_pos = torch.cat([dn.pos, query_pos], 1)
+        hs, _ = self.transformer(tokens, pos, padding, query_pos, torch.cat([dn.content, content], 1), dn.attn_mask)
         # the heads run once on all the queries; their results are split after
-        logits, boxes = self.class_embed(hs), self.bbox_embed(hs).sigmoid()
+        logits, boxes = self.class_embed(hs), self.boxes(hs, self.transformer.decoder.reference_points(query_pos))
         out = self.outputs(logits[:, :, n:], boxes[:, :, n:])
         if n:
             out["dn_outputs"] = self.outputs(logits[:, :, :n], boxes[:, :, :n])
@@ -164,7 +191,7 @@ def build_model(cfg: ModelConfig, compile: bool = False) -> DETR:
     denoiser = (Denoiser(cfg.num_classes, cfg.hidden_dim, cfg.dn_groups, cfg.dn_label_noise, cfg.dn_box_noise)
                 if cfg.dn_groups > 0 else None)
     model = DETR(joiner, transformer, cfg.num_classes, cfg.num_queries, cfg.aux_loss, denoiser,
-                 part(cfg, "query_type"))
+                 part(cfg, "query_type"), cfg.class_head)
     if compile:
         model.compile()
     return model
@@ -175,12 +202,14 @@ class PostProcess(nn.Module):
 
     Scores and labels ignore the no-object class; boxes become absolute ``x1, y1, x2, y2`` in the
     size given for each image (its original size for evaluation). ``top_k`` keeps the best k
-    queries, ``threshold`` drops scores below it.
+    queries, ``threshold`` drops scores below it. ``sigmoid`` reads the logits of a
+    ``class_head="sigmoid"`` model: a class's score is its sigmoid, and a query still gives one
+    detection, its best class.
     """
 
-    def __init__(self, threshold: float = 0.0, top_k: int | None = None):
+    def __init__(self, threshold: float = 0.0, top_k: int | None = None, sigmoid: bool = False):
         super().__init__()
-        self.threshold, self.top_k = threshold, top_k
+        self.threshold, self.top_k, self.sigmoid = threshold, top_k, sigmoid
 
     @torch.no_grad()
     def forward(self, outputs: dict, target_sizes) -> list[dict]:
@@ -189,7 +218,7 @@ class PostProcess(nn.Module):
         if sizes.shape != (len(logits), 2):
             raise ValueError(f"target_sizes must be [B, 2] (height, width) for {len(logits)} images, "
                              f"got {tuple(sizes.shape)}")
-        scores, labels = logits.softmax(-1)[..., :-1].max(-1)
+        scores, labels = (logits.sigmoid() if self.sigmoid else logits.softmax(-1)[..., :-1]).max(-1)
         h, w = sizes.unbind(1)
         scale = torch.stack([w, h, w, h], dim=1)[:, None, :]
         boxes = box_convert(boxes, "cxcywh", "xyxy") * scale

@@ -56,10 +56,11 @@ class DecoderLayer(nn.Module):
         self.dropout2 = nn.Dropout(dropout)
         self.dropout3 = nn.Dropout(dropout)
 
-    def forward(self, tgt, memory, pos, query_pos, padding_mask=None, tgt_mask=None):
+    def forward(self, tgt, memory, pos, query_pos, padding_mask=None, tgt_mask=None, **cross):
+        """``cross``: what a variant's decoder hands on to its :meth:`cross_attend` (nothing for DETR)."""
         q = tgt + query_pos
         tgt = self.norm1(tgt + self.dropout1(self.self_attn(q, q, tgt, attn_mask=tgt_mask)[0]))
-        tgt = self.norm2(tgt + self.dropout2(self.cross_attend(tgt, memory, pos, query_pos, padding_mask)))
+        tgt = self.norm2(tgt + self.dropout2(self.cross_attend(tgt, memory, pos, query_pos, padding_mask, **cross)))
         ffn = self.linear2(self.dropout(F.relu(self.linear1(tgt))))
         return self.norm3(tgt + self.dropout3(ffn))
 
@@ -82,12 +83,23 @@ class Encoder(nn.Module):
 
 
 class Decoder(nn.Module):
-    """``num_layers`` decoder layers ``layer(d_model, **layer_args)``; one LayerNorm for every layer's output."""
+    """``num_layers`` decoder layers ``layer(d_model, **layer_args)``; one LayerNorm for every layer's output.
+
+    ``reference_head`` is None: DETR's queries have no reference point, and its boxes are absolute.
+    A variant's decoder that sets it (Conditional DETR's) gives each query the point
+    :meth:`reference_points`, and DETR predicts that query's box relative to it.
+    """
 
     def __init__(self, num_layers: int, d_model: int, layer=DecoderLayer, **layer_args):
         super().__init__()
         self.layers = nn.ModuleList(layer(d_model, **layer_args) for _ in range(num_layers))
         self.norm = nn.LayerNorm(d_model)
+        self.reference_head = None
+
+    def reference_points(self, query_pos):
+        """``sigmoid(reference_head(query_pos))``: each query's point ``[B, Q, 2]`` (x, y in [0, 1] of
+        the image), or None without a reference head."""
+        return None if self.reference_head is None else self.reference_head(query_pos).sigmoid()
 
     def forward(self, tgt, memory, pos, query_pos, padding_mask=None, tgt_mask=None):
         """Returns every layer's output after the final norm: ``[num_layers, B, Q, d]``."""
@@ -99,14 +111,17 @@ class Decoder(nn.Module):
 
 
 class Transformer(nn.Module):
-    """DETR's encoder and decoder, made of ``encoder_layer`` and ``decoder_layer`` (DETR's by default)."""
+    """DETR's encoder and decoder, made of ``encoder_layer`` and ``decoder_layer`` (DETR's by default).
+    A decoder layer type with a ``decoder`` attribute is run by that decoder class instead of
+    :class:`Decoder` (Conditional DETR's layers need one that shares parts between them)."""
 
     def __init__(self, d_model=256, nhead=8, num_encoder_layers=6, num_decoder_layers=6,
                  dim_feedforward=2048, dropout=0.1, encoder_layer=EncoderLayer, decoder_layer=DecoderLayer):
         super().__init__()
         args = dict(nheads=nhead, dim_feedforward=dim_feedforward, dropout=dropout)
         self.encoder = Encoder(num_encoder_layers, encoder_layer, d_model=d_model, **args)
-        self.decoder = Decoder(num_decoder_layers, d_model, decoder_layer, **args)
+        decoder = getattr(decoder_layer, "decoder", Decoder)  # a layer type may bring its own decoder loop
+        self.decoder = decoder(num_decoder_layers, d_model, decoder_layer, **args)
         self.d_model, self.nhead = d_model, nhead
         for p in self.parameters():
             if p.dim() > 1:
