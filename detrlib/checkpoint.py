@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from detrlib.config import workdir
+from detrlib.config import downloads_dir
 
 OFFICIAL_R50_URL = "https://dl.fbaipublicfiles.com/detr/detr-r50-e632da11.pth"
 _LAYER = re.compile(r"^transformer\.(encoder|decoder)\.layers\.(\d+)\.")
@@ -67,7 +67,8 @@ def _slice_note(name: str, before: tuple, after: tuple) -> str:
 
 
 def fetch(url: str) -> Path:
-    """Download ``url`` once into ``workdir()/checkpoints`` (:func:`~detrlib.data.download.download`),
+    """Download ``url`` once into ``downloads_dir()/checkpoints`` (on Google Drive when it is mounted;
+    :func:`~detrlib.data.download.download`),
     checking the SHA-256 prefix that its file name carries (``detr-r50-e632da11.pth``: the hash
     starts with ``e632da11``)."""
     from detrlib.data.download import download
@@ -77,7 +78,7 @@ def fetch(url: str) -> Path:
     if not match:
         raise ValueError(f"{url}: the file name carries no '-<sha256 prefix>.' part, so the download "
                          "cannot be verified; download it yourself and pass the local path")
-    return download([url], workdir() / "checkpoints" / name, match.group(1), "sha256")
+    return download([url], downloads_dir() / "checkpoints" / name, match.group(1), "sha256")
 
 
 def read_state_dict(path_or_url: str | Path) -> tuple[dict, str]:
@@ -349,6 +350,12 @@ def load_trained(path: str | Path, map_location="cpu"):
         raise CheckpointError(f"{path}: its stored config is not valid ({err}): the file is damaged, or from "
                               "another program or detrlib version") from None
     _check_shapes(path, cfg.model, state["model"])
+    names = state.get("classes")
+    if names is not None and (not isinstance(names, (list, tuple)) or len(names) != cfg.model.num_classes
+                              or not all(isinstance(n, str) for n in names)):
+        what = f"{len(names)} class names" if isinstance(names, (list, tuple)) else f"classes of type {type(names).__name__}"
+        raise CheckpointError(f"{path}: it holds {what} but its class head has {cfg.model.num_classes} classes: the "
+                              "file is damaged or from another program")
     model = build_model(cfg.model)
     try:
         model.load_state_dict(state["model"])
@@ -382,7 +389,8 @@ def _is_state_dict(obj) -> bool:
 def _check_shapes(path: Path, m, state_dict: dict) -> None:
     """Refuse weights whose shapes disagree with the config, before building a model from it: a
     consistent config cannot ask for much more memory than the file's own tensors hold."""
-    expected = {"query_embed.weight": (m.num_queries, m.hidden_dim), "class_embed.weight": (m.num_classes + 1, m.hidden_dim),
+    logits = m.num_classes + (m.class_head == "softmax")  # a softmax head has the no-object logit too
+    expected = {"query_embed.weight": (m.num_queries, m.hidden_dim), "class_embed.weight": (logits, m.hidden_dim),
                 f"transformer.decoder.layers.{m.dec_layers - 1}.linear1.weight": (m.dim_feedforward, m.hidden_dim)}
     if m.enc_layers:
         expected[f"transformer.encoder.layers.{m.enc_layers - 1}.linear1.weight"] = (m.dim_feedforward, m.hidden_dim)

@@ -14,6 +14,11 @@ import warnings
 from pathlib import Path
 
 
+def _rounded(value) -> str:
+    """A metric as a line prints it: 3 decimals, or "none" where the run recorded none."""
+    return f"{value:.3f}" if isinstance(value, (int, float)) else "none"
+
+
 def _bench(args: argparse.Namespace) -> int:
     from detrlib.bench import format_table
 
@@ -97,17 +102,31 @@ TOY_FLAGS = {"--train": "data.toy_train", "--val": "data.toy_val", "--seed": "da
              "--clutter": "data.toy_clutter"}
 
 
-def _config_from_args(args: argparse.Namespace):
-    from detrlib.config import get_profile, parse_setting, profile_settings
+# how the train command settles its settings; the README says the same
+PRECEDENCE = ("Settings are settled in this order, each step changing the one before: the profile (--profile, "
+              "else DETRLIB_PROFILE, else gpu on a CUDA GPU and quick otherwise); DETRLIB_SET, a JSON object of "
+              "fields such as '{\"train.max_steps\": 300}'; then --set SECTION.FIELD=VALUE and the flags, which "
+              "must agree where they name the same field.")
 
-    cfg = profile_settings(args.profile) if args.profile else get_profile()  # a flag wins over DETRLIB_PROFILE
-    changes = {key: getattr(args, flag[2:].replace("-", "_")) for flag, key in TRAIN_FLAGS.items()}
-    changes = {k: tuple(v) if isinstance(v, list) else v for k, v in changes.items() if v is not None}
+
+def _config_from_args(args: argparse.Namespace):
+    """The train command's config, settled as :data:`PRECEDENCE` says."""
+    from detrlib.config import (ConfigError, check_value, environment_settings, get_profile, parse_setting,
+                                profile_settings)
+
+    cfg = environment_settings(profile_settings(args.profile)) if args.profile else get_profile()
+    flags = {key: (flag, getattr(args, flag[2:].replace("-", "_"))) for flag, key in TRAIN_FLAGS.items()}
+    flags = {key: (flag, tuple(v) if isinstance(v, list) else v) for key, (flag, v) in flags.items() if v is not None}
+    changes = {key: value for key, (_, value) in flags.items()}
     if args.data is not None and cfg.data.toy_train:  # a given folder replaces the generated toy VOC
         changes.setdefault("data.train_sets", ("VOC2007:trainval", "VOC2012:trainval"))
         changes.setdefault("data.val_sets", ("VOC2007:test",))
     for item in args.set or []:
         key, value = parse_setting(item)
+        if key in flags and check_value(key, value) != check_value(key, flags[key][1]):
+            flag, given = flags[key]
+            shown = " ".join(map(str, given)) if isinstance(given, tuple) else given
+            raise ConfigError(f"{flag} {shown} and --set {item} disagree: give {key} once")
         changes[key] = value
     return cfg.replace(**changes)
 
@@ -115,6 +134,7 @@ def _config_from_args(args: argparse.Namespace):
 def _train(args: argparse.Namespace) -> int:
     import torch
 
+    from detrlib.checkpoint import list_checkpoints
     from detrlib.config import check_device
     from detrlib.engine import train
     from detrlib.runfolder import read_metrics, run_dir
@@ -122,6 +142,9 @@ def _train(args: argparse.Namespace) -> int:
     cfg = _config_from_args(args)
     check_device(cfg)
     out = run_dir(cfg) if args.out is None else Path(args.out)
+    if args.resume and not list_checkpoints(out / "checkpoints"):
+        warnings.warn(f"--resume: {out} {'holds no checkpoint' if out.exists() else 'does not exist'}, so there is "
+                      "nothing to resume: a new run starts there")
     print(cfg.describe())
     try:
         train(cfg, out, resume=args.resume)
@@ -134,7 +157,7 @@ def _train(args: argparse.Namespace) -> int:
         print(f"python -m detrlib train: {err}", file=sys.stderr)
         return 1
     last = read_metrics(out)[-1:] or [{}]
-    print(f"run folder: {out} (AP50 {last[0].get('AP50')}, checkpoints in {out / 'checkpoints'})")
+    print(f"run folder: {out} (AP50 {_rounded(last[0].get('AP50'))}, checkpoints in {out / 'checkpoints'})")
     return 0
 
 
@@ -165,7 +188,7 @@ def _eval(args: argparse.Namespace) -> int:
                         f"{dataset.describe_sets()} has {len(dataset.classes)} ({abbreviate(dataset.classes)}): "
                         "evaluate on data with the checkpoint's classes (a year folder's classes.txt lists them)")
     loader = build_loader(dataset, cfg.train.batch_size, train=False, num_workers=cfg.data.num_workers)
-    predictions = detect(model.to(device), loader, PostProcess(), device)
+    predictions = detect(model.to(device), loader, PostProcess(sigmoid=cfg.model.class_head == "sigmoid"), device)
     metrics = evaluate_detections(ground_truth(dataset), predictions, list(dataset.classes), voc07=args.voc07)
     if args.save_results:
         save_results(predictions, args.save_results)
@@ -196,7 +219,7 @@ def _predict(args: argparse.Namespace) -> int:
     model, cfg, state = load_trained(args.checkpoint)
     classes = trained_classes(cfg, state)
     transform = build_val_transforms(cfg.data)
-    postprocess = PostProcess(threshold=args.threshold)
+    postprocess = PostProcess(threshold=args.threshold, sigmoid=cfg.model.class_head == "sigmoid")
     inputs = [Path(p) for p in args.images]
     for path in inputs:  # every input usable before any picture is written
         check_size(path, *image_header(image_file(path))[:2], cfg.data.max_size)
@@ -245,16 +268,16 @@ def _prune(args: argparse.Namespace) -> int:
         ft_cfg = finetune_config(pruned.config, out, args.finetune_steps)
         print(f"fine-tuning for {args.finetune_steps} steps: {ft_cfg.describe()}")
         ft_out = train(ft_cfg)
-        print(f"run folder: {ft_out} (AP50 {read_metrics(ft_out)[-1].get('AP50')})")
+        print(f"run folder: {ft_out} (AP50 {_rounded(read_metrics(ft_out)[-1].get('AP50'))})")
     return 0
 
 
 def _ablate(args: argparse.Namespace) -> int:
     from detrlib.ablation import ablate, table
     from detrlib.bench import format_table
-    from detrlib.config import get_profile, profile_settings
+    from detrlib.config import environment_settings, get_profile, profile_settings
 
-    cfg = profile_settings(args.profile) if args.profile else get_profile()
+    cfg = environment_settings(profile_settings(args.profile)) if args.profile else get_profile()
     result = ablate(cfg, args.seeds, args.out, repeats=args.repeats, rfs_threshold=args.rfs_threshold,
                     progress=args.progress, note=args.note)
     where = f"{cfg.profile} profile, seeds {args.seeds}, {result['machine']['cpu']}"
@@ -312,6 +335,13 @@ def _add_fields(parser: argparse.ArgumentParser, flags: dict[str, str], defaults
                             default=default, help=text, **kwargs)
 
 
+def _not_empty(text: str) -> str:
+    """A path to write to: an empty one would mean the current folder, which nobody asks for that way."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("is empty: name a path (. for the current folder)")
+    return text
+
+
 def _probability(text: str) -> float:
     try:
         value = float(text)
@@ -329,7 +359,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="command")
 
     toy = commands.add_parser("make-toy", help="write the generated toy VOC (a VOCdevkit tree)")
-    toy.add_argument("--root", required=True, help="folder to write VOCdevkit/VOCtoy into")
+    toy.add_argument("--root", type=_not_empty, required=True, help="folder to write VOCdevkit/VOCtoy into")
     _add_fields(toy, TOY_FLAGS, defaults=profile_settings("quick"))
     toy.set_defaults(func=_make_toy)
 
@@ -356,12 +386,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     train = commands.add_parser(
         "train", help="train DETR; writes checkpoints and metrics.jsonl into a run folder",
-        description="Train DETR in a profile's settings, changed by the options below. The run folder "
-                    "holds config.json, metrics.jsonl (one JSON object per evaluation) and checkpoints/.")
+        description="Train DETR in a profile's settings, changed by the options below. " + PRECEDENCE + " The run "
+                    "folder holds config.json, metrics.jsonl (one JSON object per evaluation) and checkpoints/.")
     train.add_argument("--profile", choices=PROFILES,
                        help="settings to start from (default: gpu on a CUDA GPU, quick otherwise; full is the "
                             "reference project's whole recipe)")
-    train.add_argument("--out", help="run folder (default: one per configuration under the runs folder)")
+    train.add_argument("--out", type=_not_empty, help="run folder (default: one per configuration under the runs folder)")
     train.add_argument("--resume", action="store_true",
                        help="continue the run in --out from its newest readable checkpoint")
     _add_fields(train, TRAIN_FLAGS)
@@ -377,14 +407,14 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--voc07", action="store_true", help="also VOC2007's 11-point AP (on every image of the sets)")
     evaluate.add_argument("--all-images", action="store_true",
                           help="every image of the run's validation sets, not the fixed subset its evaluations used")
-    evaluate.add_argument("--save-results", metavar="FILE", help="write predictions as COCO results JSON")
+    evaluate.add_argument("--save-results", type=_not_empty, metavar="FILE", help="write predictions as COCO results JSON")
     _add_fields(evaluate, {"--device": "train.device"}, defaults=Config())
     evaluate.set_defaults(func=_eval)
 
     pred = commands.add_parser("predict", help="draw a checkpoint's detections on images")
     pred.add_argument("images", nargs="+", help="image files")
     pred.add_argument("--checkpoint", required=True, help="a run checkpoint, best.pt, or a run folder")
-    pred.add_argument("--out", default="predictions", help="folder for the pictures (default ./predictions)")
+    pred.add_argument("--out", type=_not_empty, default="predictions", help="folder for the pictures (default ./predictions)")
     pred.add_argument("--threshold", type=_probability, default=0.5, help="lowest score drawn (default 0.5)")
     pred.set_defaults(func=_predict)
 
@@ -397,7 +427,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_fields(prune, {"--dec-layers": "model.dec_layers", "--num-queries": "model.num_queries"}, required=True)
     prune.add_argument("--by", choices=["first", "usage"], default="first",
                        help="which queries: the first N, or the N most used on the validation set (default first)")
-    prune.add_argument("--out", help="pruned checkpoint file (default: RUN/pruned/decK-qN-BY.pt)")
+    prune.add_argument("--out", type=_not_empty, help="pruned checkpoint file (default: RUN/pruned/decK-qN-BY.pt)")
     prune.add_argument("--finetune-steps", type=_field("train.max_steps"), default=0,
                        help="then fine-tune for this many steps at a tenth of the run's learning rates (default 0)")
     prune.set_defaults(func=_prune)
@@ -459,9 +489,11 @@ def _is_user_error(err: Exception) -> bool:
     from detrlib.data.download import DownloadError
     from detrlib.runfolder import RunFolderError
 
-    torch = sys.modules.get("torch")
+    torch, engine = sys.modules.get("torch"), sys.modules.get("detrlib.engine")
     out_of_memory = (torch.cuda.OutOfMemoryError,) if torch else ()
-    return isinstance(err, (ValueError, OSError, DownloadError, RunFolderError, FloatingPointError, *out_of_memory))
+    lost = (engine.ProcessGroupError,) if engine else ()  # another process's own message says why
+    return isinstance(err, (ValueError, OSError, DownloadError, RunFolderError, FloatingPointError, *out_of_memory,
+                            *lost))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -6,10 +6,9 @@ from __future__ import annotations
 import math
 import os
 import random
-import re
 import time
 import warnings
-from contextlib import nullcontext
+from datetime import timedelta
 from pathlib import Path
 
 import numpy as np
@@ -20,22 +19,38 @@ from tqdm.auto import tqdm
 from detrlib import checkpoint as ckpt
 from detrlib import runfolder
 from detrlib.config import Config, ConfigError, TrainConfig, pick_device
+from detrlib.precision import autocast, precision
 from detrlib.train_state import TrainState
 
 NAN_PATIENCE = 5  # non-finite losses in a row before a run gives up
+# how long a process of a distributed run waits in a collective for the others: longer than process 0's
+# longest evaluation and checkpoint, during which the others wait
+PROCESS_TIMEOUT = timedelta(minutes=30)
+CUBLAS_WORKSPACE = ":4096:8"  # a fixed cuBLAS workspace, which deterministic algorithms need on CUDA
 
 
 # --- set-up: seeds, distributed processes, precision, optimizer -------------------------------------
 
 def seed_everything(seed: int, deterministic: bool = True) -> None:
+    """Seed every generator and, with ``deterministic``, run the settings :func:`deterministic_settings`
+    lists: the same seed trains the same run, and a resumed run continues it exactly."""
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
     if deterministic:
+        # cuBLAS computes deterministically only with a fixed workspace, read when torch first sizes it
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", CUBLAS_WORKSPACE)
         torch.use_deterministic_algorithms(True, warn_only=True)
         # a debugging aid that also fills every new tensor with NaN: about 10% of a quick CPU step
         torch.utils.deterministic.fill_uninitialized_memory = False
         torch.backends.cudnn.benchmark = False
+
+
+def deterministic_settings() -> dict:
+    """The settings a run trains with, as :func:`seed_everything` leaves them (``bench gpu`` records them)."""
+    return {"deterministic_algorithms": torch.are_deterministic_algorithms_enabled(),
+            "cudnn_benchmark": torch.backends.cudnn.benchmark,
+            "CUBLAS_WORKSPACE_CONFIG": os.environ.get("CUBLAS_WORKSPACE_CONFIG", "")}
 
 
 def distributed_env() -> tuple[int, int]:
@@ -47,38 +62,33 @@ def init_distributed(device: torch.device) -> tuple[int, int]:
     rank, world = distributed_env()
     if world > 1 and not torch.distributed.is_initialized():
         backend = "nccl" if device.type == "cuda" else "gloo"
-        torch.distributed.init_process_group(backend)
+        torch.distributed.init_process_group(backend, timeout=PROCESS_TIMEOUT)
         if device.type == "cuda":
             torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
     return rank, world
 
 
-def cpu_has_bf16() -> bool:
-    """Whether this CPU computes in bf16 natively (x86 AVX512-BF16 or AMX, Arm's BF16), as Linux's
-    ``/proc/cpuinfo`` lists it. Elsewhere bf16 is emulated and slower than fp32."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return re.search(r"\b(avx512_bf16|amx_bf16|bf16)\b", flags) is not None
+class ProcessGroupError(RuntimeError):
+    """Another process of a distributed run ended, or stopped answering, before this one."""
 
 
-def amp_dtype(amp: str, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype for ``TrainConfig.amp``: bf16 where the device computes in it, else fp16 on
-    a GPU (a T4 has no bf16) and full fp32 (None) on a CPU; None for ``"off"``."""
-    if amp == "off":
-        return None
-    if amp == "auto":
-        if device.type == "cuda":
-            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        return torch.bfloat16 if cpu_has_bf16() else None
-    if amp in ("bf16", "fp16"):
-        return torch.bfloat16 if amp == "bf16" else torch.float16
-    raise ValueError(f"train.amp must be off, auto, bf16 or fp16, not {amp!r}")
+def lost_process(err: BaseException) -> bool:
+    """Whether ``err`` is a collective that failed because another process ended or hung: NCCL
+    raises a DistError, gloo a RuntimeError from its transport (a closed connection, a timeout)."""
+    return isinstance(err, torch.distributed.DistError) or "gloo/transport" in str(err)
 
 
-def autocast(device: torch.device, dtype: torch.dtype | None):
-    return torch.autocast(device.type, dtype=dtype) if dtype is not None else nullcontext()
+def agree(values: list, op: str = "max", device: torch.device | None = None) -> list[int]:
+    """``values`` (flags or counts) taken over every process of a distributed run by one all-reduce:
+    their maximum (a flag any process raises) or, with ``op="min"``, their minimum; the values
+    themselves in a single process. A decision that ends or skips a step is read from it, so that
+    every process takes it at the same step and none waits in a collective the others have left."""
+    values = [int(v) for v in values]
+    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        return values
+    tensor = torch.tensor(values, dtype=torch.int64, device=device)
+    torch.distributed.all_reduce(tensor, op=getattr(torch.distributed.ReduceOp, op.upper()))
+    return tensor.tolist()
 
 
 def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
@@ -113,12 +123,23 @@ def make_scheduler(optimizer, cfg: TrainConfig, steps_per_epoch: int) -> torch.o
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
+def set_learning_rates(state: TrainState, cfg: TrainConfig) -> None:
+    """Give a restored optimizer and schedule ``cfg``'s learning rates and weight decay, at the step
+    the schedule has reached (the schedule's shape is already ``cfg``'s: :func:`make_scheduler`):
+    a resumed run trains with the settings its ``config.json`` shows, not those it started with."""
+    groups, scheduler = state.optimizer.param_groups, state.scheduler
+    scheduler.base_lrs = [cfg.lr, cfg.lr_backbone][:len(groups)]
+    for group, lr, factor in zip(groups, scheduler.base_lrs, scheduler.lr_lambdas):
+        group.update(initial_lr=lr, lr=lr * factor(scheduler.last_epoch), weight_decay=cfg.weight_decay)
+    scheduler._last_lr = [group["lr"] for group in groups]
+
+
 def new_train_state(model: nn.Module, cfg: TrainConfig, steps_per_epoch: int) -> TrainState:
     """A fresh run's state: :func:`make_optimizer`, :func:`make_scheduler`, and a GradScaler when
     ``cfg.amp`` trains in fp16 on the model's device."""
     optimizer = make_optimizer(model, cfg)
     device = next(model.parameters()).device
-    scaler = torch.amp.GradScaler(device.type) if amp_dtype(cfg.amp, device) == torch.float16 else None
+    scaler = torch.amp.GradScaler(device.type) if precision(cfg.amp, device).scaler else None
     return TrainState(model, optimizer, make_scheduler(optimizer, cfg, steps_per_epoch), scaler)
 
 
@@ -149,29 +170,40 @@ def train_one_epoch(state: TrainState, criterion, batches, cfg: TrainConfig, on_
     and a ``steps`` row ``[step, loss, lr, seconds]`` per optimizer step, the seconds since the
     previous step (data loading included): the curves of chapter 7. ``on_step()`` runs after each
     optimizer step (checkpoints). The pass ends early when ``cfg.max_steps`` or ``cfg.max_minutes``
-    stops the run (:meth:`TrainState.stop_reason`). A batch with a non-finite loss is skipped and
-    counted (``skipped``); after ``NAN_PATIENCE`` in a row the run stops with an error.
+    stops the run (:meth:`TrainState.stop_reason`), after the first step begun past the time cap. A
+    batch with a non-finite loss is skipped and counted (``skipped``); after ``NAN_PATIENCE`` in a
+    row the run stops with an error.
+
+    Under several processes each of these decisions is taken once for all (:func:`agree`): the
+    epoch has as many batches as the shortest process's share, a batch is skipped when its loss is
+    non-finite on any process, and the time cap is reached when any process's clock says so.
     """
     model, optimizer, scaler = state.net, state.optimizer, state.scaler
     device = next(state.model.parameters()).device
-    dtype = amp_dtype(cfg.amp, device)
+    dtype = precision(cfg.amp, device).dtype
     model.train()
     criterion.train()
     sums, bad_in_row = state.totals.setdefault("sums", {}), 0
     state.totals.setdefault("steps", 0)
     state.totals.setdefault("skipped", 0)
-    bar = tqdm(batches, desc=f"epoch {state.epoch + 1}/{cfg.epochs}", disable=not progress, leave=False,
-               dynamic_ncols=True)
+    distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
+    length = agree([len(batches)], "min", device)[0] if distributed else None
+    bar = tqdm(batches, total=length, desc=f"epoch {state.epoch + 1}/{cfg.epochs}", disable=not progress,
+               leave=False, dynamic_ncols=True)
     optimizer.zero_grad(set_to_none=True)
     tic = time.perf_counter()
     for i, batch in enumerate(bar):
+        if i == length:
+            break
         state.batch += 1
         images, mask, targets = to_device(*batch, device)
         with autocast(device, dtype):
             outputs = model(images, mask, targets=targets)
         loss_dict = criterion(outputs, targets)
         loss = criterion.total(loss_dict)
-        if not torch.isfinite(loss):
+        bad, late = agree([not torch.isfinite(loss), state.over_time(cfg)], device=device)
+        state.out_of_time = state.out_of_time or bool(late)
+        if bad:
             state.totals["skipped"], bad_in_row = state.totals["skipped"] + 1, bad_in_row + 1
             optimizer.zero_grad(set_to_none=True)
             if bad_in_row >= NAN_PATIENCE:
@@ -278,16 +310,47 @@ def train(cfg: Config, out: str | Path | None = None, resume: bool = True, progr
     count); it always ends with an evaluation and a checkpoint marked finished, and the last line
     of ``metrics.jsonl`` says what stopped it (``"stopped"``: ``epochs``, ``max_steps`` or
     ``max_minutes``).
+
+    Under ``torchrun`` every process takes each decision that ends or skips a step together
+    (:func:`agree`); when another process ends first, or stops answering for ``PROCESS_TIMEOUT``,
+    this one ends with a :class:`ProcessGroupError`, and the folder keeps its last checkpoint.
     """
+    from detrlib.config import check_device
+
     out = Path(out) if out else runfolder.run_dir(cfg, name)
-    with runfolder.claimed(out, resume, hold=distributed_env()[0] == 0):  # process 0 writes the folder
-        return _train(cfg, out, resume, progress)
+    check_device(cfg)
+    # the processes connect before process 0 claims the folder: a process that ends early then ends the others
+    rank, world = init_distributed(pick_device(cfg.train.device))
+    try:
+        with runfolder.claimed(out, resume, hold=rank == 0):  # process 0 writes the folder
+            return _train(cfg, out, resume, progress)
+    except RuntimeError as err:
+        if world > 1 and lost_process(err):
+            raise ProcessGroupError(f"process {rank} of {world} stopped: another process of the run ended or "
+                                    "stopped answering (its own message says why); the run folder keeps its last "
+                                    f"checkpoint: resume with --resume --out {out}") from err
+        raise
+
+
+def _limit(reason: str, t: TrainConfig) -> str:
+    """The setting behind a stop reason, with its value: ``train.max_steps=300``."""
+    return f"train.{reason}={getattr(t, reason):g}"
+
+
+def _check_queries(cfg: Config, train_set) -> None:
+    """Say in one line when a training picture holds more objects than the model has queries: DETR finds at
+    most one object per query."""
+    most = max((len(r.labels) if cfg.data.keep_difficult else int((~r.difficult).sum()) for r in train_set.records),
+               default=0)
+    if most > cfg.model.num_queries:
+        print(f"warning: model.num_queries is {cfg.model.num_queries} but a training picture holds {most} objects: "
+              f"DETR finds at most one object per query; raise --num-queries to {most} or more")
 
 
 def _train(cfg: Config, out: Path, resume: bool, progress: bool) -> Path:
     from detrlib.budget import WARMUP_STEPS, progress_line
     from detrlib.checkpoint import load_official_checkpoint
-    from detrlib.config import check_device, colab_storage_warning, device_name
+    from detrlib.config import colab_storage_warning, device_name
     from detrlib.criterion import build_criterion
     from detrlib.data import build_dataset, build_loader, collate
     from detrlib.data.batching import SeededItems
@@ -297,12 +360,13 @@ def _train(cfg: Config, out: Path, resume: bool, progress: bool) -> Path:
     from detrlib.model import PostProcess, build_model
 
     t = cfg.train
-    check_device(cfg)
     device = pick_device(t.device)
     rank, world = init_distributed(device)
     ckpt_dir = out / "checkpoints"
     seed_everything(t.seed)
     if rank == 0 and (warning := colab_storage_warning(out)):
+        print(warning)
+    if rank == 0 and (warning := precision(t.amp, device).warning):
         print(warning)
 
     train_set, val_set = build_dataset(cfg.data, "train"), build_dataset(cfg.data, "val")
@@ -316,12 +380,22 @@ def _train(cfg: Config, out: Path, resume: bool, progress: bool) -> Path:
     if resume and saved is None and rank == 0:
         runfolder.check_resumable(out)
     if saved is not None:
+        runfolder.check_resume(out, saved, cfg)
         state.load_state_dict(saved)
-        if state.finished and state.stop_reason(t):
+        set_learning_rates(state, t)
+        state.out_of_time = bool(agree([state.over_time(t)], device=device)[0])
+        if state.finished and (reason := state.stop_reason(t)):
             if rank == 0 and progress:  # reused as it is; a larger budget trains on
-                print(f"{out} finished at epoch {state.epoch}, step {state.step}: nothing more to train (a "
-                      "larger train.epochs, max_steps or max_minutes trains on)")
+                print(f"run {out.name} finished at epoch {state.epoch}, step {state.step}, stopped by "
+                      f"{_limit(reason, t)}: nothing more to train (a larger train.{reason} trains on)")
             return out
+        if saved.get("processes", world) != world:
+            n = saved["processes"]
+            how = (f"torchrun --nproc_per_node {n} -m detrlib train" if n > 1
+                   else "python -m detrlib train, without torchrun")
+            raise runfolder.RunFolderError(
+                f"{out} was trained by {n} process{'es' if n > 1 else ''} and this command runs {world}: resume it "
+                f"with {n} ({how} ... --resume), so that its batches and schedule go on as they began")
         if rank == 0:
             print(f"resumed from {saved['path']}: epoch {state.epoch}, step {state.step}")
     elif t.init_checkpoint:
@@ -329,6 +403,7 @@ def _train(cfg: Config, out: Path, resume: bool, progress: bool) -> Path:
         if rank == 0 and progress:
             print(report)
     if rank == 0:
+        _check_queries(cfg, train_set)
         out.mkdir(parents=True, exist_ok=True)
         runfolder.write_config(out, cfg)
         runfolder.write_metrics(out, state.history)
@@ -338,7 +413,7 @@ def _train(cfg: Config, out: Path, resume: bool, progress: bool) -> Path:
         if device.type == "cuda" and not cfg.model.frozen_bn:  # batch statistics over the global batch
             net = nn.SyncBatchNorm.convert_sync_batchnorm(net)
         state.net = nn.parallel.DistributedDataParallel(net, device_ids=[device.index] if device.type == "cuda" else None)
-    postprocess, dtype = PostProcess(), amp_dtype(t.amp, device)
+    postprocess, dtype = PostProcess(sigmoid=cfg.model.class_head == "sigmoid"), precision(t.amp, device).dtype
     val_loader = build_loader(val_set, t.batch_size, train=False, num_workers=cfg.data.num_workers)
     best = max((h.get("AP50", -1.0) for h in state.history), default=-1.0)
     probe_items = [SeededItems(train_set)[(i, t.seed)] for i in range(min(t.batch_size, len(train_set)))]
@@ -347,8 +422,8 @@ def _train(cfg: Config, out: Path, resume: bool, progress: bool) -> Path:
 
     def save_checkpoint(finished: bool = False):
         state.finished = finished
-        ckpt.save_checkpoint({**state.state_dict(), "config": cfg.to_dict(), "classes": classes}, ckpt_dir,
-                             state.step, t.keep_last)
+        ckpt.save_checkpoint({**state.state_dict(), "config": cfg.to_dict(), "classes": classes, "processes": world},
+                             ckpt_dir, state.step, t.keep_last)
 
     first_step = state.step
 

@@ -7,18 +7,22 @@ in a folder that holds none of them; ``resume`` continues from the newest readab
 refuses (rather than start over on top of the old files) when there is none. The one exception: a
 run stopped before its first checkpoint leaves only its ``config.json`` and an empty
 ``metrics.jsonl``, which a resumed run may write again, having nothing to lose.
+
+A run is known by what its files say, not by their names: its ``config.json`` carries detrlib's
+marker, and a ``config.json`` or ``train.lock`` that detrlib did not write is never written over.
 """
 from __future__ import annotations
 
 import json
 import math
 import os
+import re
 import socket
 from contextlib import contextmanager
 from pathlib import Path
 
 from detrlib import checkpoint as ckpt
-from detrlib.config import Config, runs_dir
+from detrlib.config import SECTIONS, Config, ConfigError, runs_dir
 
 try:
     import fcntl
@@ -26,6 +30,8 @@ except ImportError:  # Windows has no flock: no guard against a second process t
     fcntl = None
 
 LOCK_FILE = "train.lock"
+_LOCK_TEXT = re.compile(r"pid \d+ on \S*")  # what the lock file holds while a run trains
+MARKER = ("written_by", "detrlib")  # the key and value that make a config.json a run's
 _RUN_FILES = ("config.json", "metrics.jsonl", "steps.csv")
 STEP_COLUMNS = ("step", "loss", "lr", "seconds")
 
@@ -53,7 +59,31 @@ def to_json(obj) -> str:
 
 
 def write_config(out: Path, cfg: Config) -> None:
-    ckpt.atomic_write_text(out / "config.json", json.dumps(cfg.to_dict(), indent=2))
+    ckpt.atomic_write_text(out / "config.json", json.dumps({MARKER[0]: MARKER[1], **cfg.to_dict()}, indent=2))
+
+
+def read_config(out: str | Path) -> Config:
+    """The configuration of the run in folder ``out``, from its ``config.json``."""
+    settings = json.loads((Path(out) / "config.json").read_text())
+    settings.pop(MARKER[0], None)
+    return Config.from_dict(settings)
+
+
+def is_run_config(path: str | Path) -> bool:
+    """Whether ``path`` is the ``config.json`` of a detrlib run: it carries detrlib's marker or,
+    written before there was one, holds a whole valid config and nothing else."""
+    try:
+        settings = json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return False
+    if not isinstance(settings, dict):
+        return False
+    if settings.get(MARKER[0]) == MARKER[1]:
+        return True
+    try:
+        return set(settings) == {"profile", *SECTIONS} and bool(Config.from_dict(settings))
+    except ConfigError:
+        return False
 
 
 def read_metrics(out: str | Path) -> list[dict]:
@@ -84,7 +114,8 @@ class RunFolderError(RuntimeError):
 def run_files(out: str | Path) -> list[str]:
     """The run files in ``out``, relative to it."""
     out = Path(out)
-    found = [name for name in _RUN_FILES if (out / name).exists()]
+    found = [name for name in _RUN_FILES if (out / name).exists()
+             and (name != "config.json" or is_run_config(out / name))]
     if (out / "checkpoints").is_dir():
         found += sorted(f"checkpoints/{p.name}" for p in (out / "checkpoints").iterdir() if p.suffix == ".pt")
     return found
@@ -104,6 +135,10 @@ def check_new_run(out: str | Path, resume: bool) -> None:
     """Refuse a run in ``out`` that would write over another run's files: any run file without
     ``resume``; with it, results but no checkpoint to continue from."""
     out = Path(out)
+    if (out / "config.json").exists() and not is_run_config(out / "config.json"):
+        raise RunFolderError(f"{out / 'config.json'} is not a detrlib run's config (it lacks detrlib's marker) and a "
+                             "run writes its own config.json there: nothing was changed; choose another --out, or "
+                             "move the file away")
     files = run_files(out)
     if not files:
         return
@@ -122,6 +157,42 @@ def check_resumable(out: str | Path) -> None:
     if damaged:
         raise RunFolderError(f"none of the checkpoints of {out} can be read ({_listed(damaged)}; see the warnings "
                              "above): nothing was changed; move them away to start over, or choose another --out")
+
+
+# what a resumed run may set otherwise than it began: its budget, its learning rates (given to the
+# restored optimizer and schedule), where its data lies, and bookkeeping; nothing that changes a
+# tensor's shape, the batches or what is learned
+RESUME_MAY_CHANGE = frozenset({
+    "profile", "data.root", "data.download", "data.num_workers",
+    "train.epochs", "train.max_steps", "train.max_minutes",
+    "train.lr", "train.lr_backbone", "train.weight_decay", "train.lr_schedule", "train.lr_drop", "train.warmup_steps",
+    "train.eval_every", "train.keep_last", "train.checkpoint_every", "train.device", "train.init_checkpoint",
+})
+
+
+def _flat(cfg: Config) -> dict:
+    """Every setting of ``cfg`` by its dotted name (``model.num_queries``)."""
+    settings = cfg.to_dict()
+    return {"profile": settings.pop("profile"),
+            **{f"{section}.{k}": v for section, values in settings.items() for k, v in values.items()}}
+
+
+def check_resume(out: str | Path, saved: dict, cfg: Config) -> None:
+    """Refuse to continue the run in ``out``, whose newest checkpoint is ``saved``, with ``cfg``
+    when ``cfg`` changes a setting outside :data:`RESUME_MAY_CHANGE` (the model's shape, the data,
+    the batch, the loss, ...), naming the settings."""
+    try:
+        began = Config.from_dict(saved.get("config"))
+    except ConfigError as err:
+        raise RunFolderError(f"{saved.get('path', out)} holds no valid detrlib config ({err}), so the run cannot be "
+                             "continued: move it away to start over, or choose another --out") from None
+    before, now = _flat(began), _flat(cfg)
+    changed = [f"{k} (the run: {before[k]!r}, this command: {now[k]!r})" for k in now
+               if k not in RESUME_MAY_CHANGE and before[k] != now[k]]
+    if changed:
+        raise RunFolderError(f"{out} was trained with other settings than this command's: {_listed(changed)}; a "
+                             "resumed run keeps them, except its budget, learning rates and bookkeeping: resume with "
+                             "the run's values (its config.json lists them), or choose another --out for a new run")
 
 
 @contextmanager
@@ -146,6 +217,12 @@ def locked(out: str | Path):
         except OSError:  # a file system without locks (some network mounts): train without one
             held = False
         if held:
+            f.seek(0)
+            text = f.read().strip()
+            if text and not _LOCK_TEXT.fullmatch(text):
+                fcntl.flock(f, fcntl.LOCK_UN)
+                raise RunFolderError(f"{out / LOCK_FILE} is not detrlib's lock file, and a run keeps its lock there: "
+                                     "nothing was changed; choose another --out, or move the file away")
             f.truncate(0)
             f.write(f"pid {os.getpid()} on {socket.gethostname()}\n")
             f.flush()

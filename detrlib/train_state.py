@@ -47,6 +47,8 @@ class TrainState:
     still averages all its steps), ``matched`` the last matching of the instability probe.
     ``train_time`` counts the seconds spent in training epochs, :meth:`elapsed` the wall clock over
     every session. ``net`` is what training calls: the model itself, or its DDP wrapper.
+    ``out_of_time`` says that the run has reached its time cap, as every process agrees
+    (:meth:`over_time` is this process's own clock).
     """
 
     model: nn.Module
@@ -64,6 +66,7 @@ class TrainState:
     train_time: float = 0.0
     wall_time: float = 0.0  # seconds of the earlier sessions
     finished: bool = False
+    out_of_time: bool = False
 
     def __post_init__(self):
         self.net = self.model if self.net is None else self.net
@@ -77,11 +80,16 @@ class TrainState:
         """Seconds of wall clock over every session."""
         return self.wall_time + time.perf_counter() - self._session_start
 
+    def over_time(self, cfg: TrainConfig) -> bool:
+        """Whether this process's clock has passed ``cfg.max_minutes``."""
+        return bool(cfg.max_minutes) and self.elapsed() >= cfg.max_minutes * 60
+
     def stop_reason(self, cfg: TrainConfig) -> str:
-        """What ends the run now (``max_steps``, ``max_minutes`` or ``epochs``), or ``""``."""
+        """What ends the run now (``max_steps``, ``max_minutes`` or ``epochs``), or ``""``: the same on
+        every process of a distributed run, since the clock enters only through ``out_of_time``."""
         if cfg.max_steps and self.step >= cfg.max_steps:
             return "max_steps"
-        if cfg.max_minutes and self.elapsed() >= cfg.max_minutes * 60:
+        if self.out_of_time:
             return "max_minutes"
         return "epochs" if self.epoch >= cfg.epochs else ""
 

@@ -1,5 +1,6 @@
 """The train / eval / predict commands: their options and their messages on bad input."""
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -18,6 +19,24 @@ def test_options_reach_the_config(monkeypatch):
     assert cfg.train.amp == "bf16" and cfg.train.lr_drop == 3 and cfg.data.train_scales == (96, 112)
     with pytest.raises(ConfigError, match="train.nope is not a config field"):
         cli._config_from_args(cli.build_parser().parse_args(["train", "--profile", "quick", "--set", "train.nope=1"]))
+
+
+def test_settings_are_settled_in_the_order_the_readme_and_help_give(monkeypatch):
+    def settle(*argv):
+        return cli._config_from_args(cli.build_parser().parse_args(["train", "--profile", "quick", *argv]))
+
+    monkeypatch.setenv("DETRLIB_SET", '{"train.max_steps": 7, "train.lr": 0.01}')
+    assert (settle().train.max_steps, settle().train.lr) == (7, 0.01)  # the environment, under --profile too
+    assert settle("--set", "train.max_steps=9").train.max_steps == 9
+    assert settle("--max-steps", "9", "--set", "train.max_steps=9").train.max_steps == 9  # they agree
+    with pytest.raises(ConfigError, match="--max-steps 9 and --set train.max_steps=8 disagree"):
+        settle("--max-steps", "9", "--set", "train.max_steps=8")
+    with pytest.raises(ConfigError, match=r"--train-sets VOCtoy:train and --set data.train_sets=\[\"VOCtoy:val\"\] disagree"):
+        settle("--train-sets", "VOCtoy:train", "--set", 'data.train_sets=["VOCtoy:val"]')
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    assert cli.PRECEDENCE in " ".join(readme.replace("`", "").replace("\n> ", " ").split())
+    assert cli.PRECEDENCE in " ".join(cli.build_parser()._subparsers._group_actions[0].choices["train"].format_help().split())
 
 
 def test_a_folder_that_is_not_voc_is_a_clear_error(tmp_path, capsys):

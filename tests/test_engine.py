@@ -15,7 +15,7 @@ from torch import nn
 
 from detrlib.checkpoint import list_checkpoints, load_checkpoint
 from detrlib.config import TrainConfig, get_profile
-from detrlib.engine import NAN_PATIENCE, make_optimizer, make_scheduler, train_one_epoch
+from detrlib.engine import NAN_PATIENCE, agree, make_optimizer, make_scheduler, set_learning_rates, train_one_epoch
 from detrlib.runfolder import read_steps
 from detrlib.train_state import TrainState
 
@@ -79,7 +79,8 @@ def test_a_finished_run_is_reused_and_a_larger_budget_trains_on(tmp_path, monkey
     short = get_profile("smoke").replace(**{"train.max_steps": 2, "train.epochs": 2})
     train(short, tmp_path / "run", progress=False)
     train(short, tmp_path / "run", progress=True)
-    assert "finished at epoch 1, step 2: nothing more to train" in capsys.readouterr().out
+    assert ("finished at epoch 1, step 2, stopped by train.max_steps=2: nothing more to train (a larger "
+            "train.max_steps trains on)") in capsys.readouterr().out
     train(short.replace(**{"train.max_steps": 4}), tmp_path / "run", progress=False)
     assert [h["step"] for h in read_metrics(tmp_path / "run")] == [2, 4]
 
@@ -158,6 +159,39 @@ def test_an_epoch_ends_at_the_step_budget_and_the_time_cap():
     state = sgd_state(Exploding(bad=()), steps_per_epoch=10, wall_time=120.0)  # two minutes of earlier sessions
     train_one_epoch(state, Criterion(), loader(6), TrainConfig(max_minutes=2), progress=False)
     assert state.step == 1 and state.stop_reason(TrainConfig(max_minutes=2)) == "max_minutes"
+
+
+def test_a_resumed_run_trains_with_the_learning_rate_its_config_names():
+    import copy
+    import dataclasses
+
+    cfg = TrainConfig(lr=1e-3, weight_decay=0.0, warmup_steps=4, lr_drop=1, epochs=3)
+
+    def fresh(cfg):
+        model = Exploding(bad=())
+        return TrainState(model, (opt := make_optimizer(model, cfg)), make_scheduler(opt, cfg, steps_per_epoch=3))
+
+    first = fresh(cfg)
+    train_one_epoch(first, Criterion(), loader(3), cfg, progress=False)
+    saved = copy.deepcopy(first.state_dict())
+    same = fresh(cfg)
+    same.load_state_dict(saved)
+    set_learning_rates(same, cfg)  # the settings it began with: exactly the restored learning rate
+    assert same.optimizer.param_groups[0]["lr"] == first.optimizer.param_groups[0]["lr"] == 1e-3 * 0.1
+
+    lower = dataclasses.replace(cfg, lr=2e-4, weight_decay=0.5)
+    resumed = fresh(lower)
+    resumed.load_state_dict(saved)
+    assert resumed.optimizer.param_groups[0]["lr"] == 1e-3 * 0.1  # the restored optimizer's, from the old settings
+    set_learning_rates(resumed, lower)
+    group = resumed.optimizer.param_groups[0]
+    assert (group["lr"], group["weight_decay"]) == (pytest.approx(2e-5), 0.5)
+    train_one_epoch(resumed, Criterion(), loader(3), lower, progress=False)
+    assert [row[2] for row in resumed.steps[3:]] == pytest.approx([2e-5] * 3)  # the new rate, after the drop
+
+
+def test_a_single_process_agrees_with_itself():
+    assert agree([True, 0, 3]) == [1, 0, 3] and agree([5, 2], "min") == [5, 2]
 
 
 def test_an_epoch_resumed_midway_still_averages_all_its_steps():

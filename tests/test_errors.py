@@ -51,6 +51,7 @@ class Context:
         state = torch.load(self.run / "checkpoints" / "best.pt", weights_only=True)
         new = change(state)
         path = self.tmp / name
+        path.parent.mkdir(parents=True, exist_ok=True)
         torch.save(state if new is None else new, path)
         return path
 
@@ -113,6 +114,39 @@ def _voc(ctx, images, edit: tuple[str, str] = ("", "")):
     return [ctx.tmp / "VOCdevkit"]
 
 
+class Touches:
+    """Unpickling it would create the file ``path``: proof that a pickle ran code."""
+
+    def __init__(self, path):
+        self.path = str(path)
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.path}",))
+
+
+def _planted_backbone(ctx):
+    """torchvision's resnet18 weights in the hub cache replaced by a pickle that runs a command."""
+    ctx.monkeypatch.setenv("TORCH_HOME", str(ctx.tmp / "torch"))
+    path = ctx.tmp / "torch" / "hub" / "checkpoints" / "resnet18-f37072fd.pth"
+    path.parent.mkdir(parents=True)
+    torch.save({"conv1.weight": torch.zeros(1), "hook": Touches(ctx.tmp / "ran")}, path)
+    return [path]
+
+
+def _nothing_ran(ctx):
+    assert not (ctx.tmp / "ran").exists(), "a pickle ran code"
+
+
+def _copied_run(ctx):
+    """A copy of the trained run; its lock file is the only file a command may rewrite."""
+    run = ctx.copy_run()
+    return [run / "config.json", run / "metrics.jsonl", run / "steps.csv", run / "checkpoints"]
+
+
+def _stays_in_its_tree(ctx):
+    assert not list(ctx.tmp.parent.rglob("*escape*")) and not list(ctx.run.parent.rglob("*escape*")), "a file was written outside"
+
+
 def _two_pictures(ctx):
     assert sorted(p.name for p in (ctx.tmp / "pics").iterdir()) == ["x-2_pred.png", "x_pred.png"]
 
@@ -160,7 +194,14 @@ CASES = [
     Case("run-folder-with-best", SMOKE, 1, r"run already holds a run \(checkpoints/best.pt\)",
          setup=lambda ctx: [ctx.write("run/checkpoints/best.pt", (ctx.run / "checkpoints" / "best.pt").read_bytes())]),
     Case("run-folder-with-config", SMOKE, 1, r"run already holds a run \(config.json\)",
-         setup=lambda ctx: [ctx.write("run/config.json", "{}")]),
+         setup=lambda ctx: [ctx.write("run/config.json", (ctx.run / "config.json").read_text())]),
+    Case("users-config", SMOKE, 1, r"run/config.json is not a detrlib run's config \(it lacks detrlib's marker\) and a run "
+         r"writes its own config.json there: nothing was changed; choose another --out",
+         setup=lambda ctx: [ctx.write("run/config.json", '{"my": "settings"}')]),
+    Case("users-config-resume", SMOKE + " --resume", 1, r"run/config.json is not a detrlib run's config",
+         setup=lambda ctx: [ctx.write("run/config.json", '{"my": "settings"}')]),
+    Case("users-lock", SMOKE, 1, r"run/train.lock is not detrlib's lock file, and a run keeps its lock there: nothing was "
+         r"changed", setup=lambda ctx: [ctx.write("run/train.lock", "my own notes\n")]),
     Case("resume-damaged-checkpoints", SMOKE + " --resume", 1,
          r"none of the checkpoints of .*run can be read \(checkpoints/ckpt-00000003.pt; .*nothing was changed",
          setup=lambda ctx: [ctx.write("run/checkpoints/ckpt-00000003.pt", b"PK\x03\x04 cut"),
@@ -251,6 +292,55 @@ CASES = [
     Case("stats-json-nan", "stats --data {tmp} --split VOC2007:train --json", 0,
          r'"file": ".*b.xml",\s+"reason": ".*<ymax> is \'inf\', not a finite number',
          setup=lambda ctx: _voc(ctx, {"a": (60, 40, DOG), "b": (60, 40, [obj("dog", (1, 1, 9, "inf"))])})),
+    # --- paths from data, configs and checkpoints stay inside their tree ---------------------------------------
+    Case("xml-filename-climbs", ON_VOC, 1, r"a.xml: <filename> '../../../secret.jpg' leads out of .*VOC2007/JPEGImages; an "
+         r"annotation names a picture in that folder", setup=lambda ctx: _voc(ctx, {"a": (60, 40, DOG)},
+                                                                                edit=("a.jpg", "../../../secret.jpg"))),
+    Case("xml-filename-absolute", ON_VOC, 1, r"a.xml: <filename> '/etc/hostname' leads out of",
+         setup=lambda ctx: _voc(ctx, {"a": (60, 40, DOG)}, edit=("a.jpg", "/etc/hostname"))),
+    Case("split-id-climbs", ON_VOC, 1, r"train.txt, line 2: the image id '../../../x' is a path out of .*VOC2007; an id "
+         r"names Annotations/<id>.xml inside the year folder: fix the split file",
+         setup=lambda ctx: _voc(ctx, {"a": (60, 40, DOG)}) + [ctx.write("VOCdevkit/VOC2007/ImageSets/Main/train.txt", "a\n../../../x\n")]),
+    Case("set-names-a-path", SMOKE + " --set data.val_sets=VOCtoy:../../escape", 1,
+         r"data.val_sets must be YEAR:split, e.g. VOC2007:test, or a split name \(names, not paths\), got 'VOCtoy:../../escape'$"),
+    Case("flag-names-a-path", SMOKE + " --train-sets ../VOCtoy:train", 2, r"argument --train-sets: data.train_sets must be YEAR:split"),
+    Case("stats-split-path", "stats --data {tmp} --split ..:train", 1,
+         r"the set '..:train' names a path, not a year folder and a split of .*VOCdevkit: write it as YEAR:split",
+         setup=lambda ctx: _voc(ctx, {"a": (60, 40, DOG)})),
+    Case("ckpt-sets-climb", "eval --checkpoint {tmp}/sets.pt", 1,
+         r"sets.pt: its stored config is not valid \(data.val_sets must be YEAR:split, .*got 'VOCtoy:../../../escape'\)",
+         setup=lambda ctx: [ctx.checkpoint("sets.pt", lambda s: s["config"]["data"].update(val_sets=["VOCtoy:../../../escape"]))],
+         check=_stays_in_its_tree),
+    Case("out-empty", "train --profile smoke --out ''", 2, r"argument --out: is empty: name a path \(. for the current folder\)$"),
+    Case("predict-out-empty", "predict {image} --checkpoint {run} --out ''", 2, r"argument --out: is empty"),
+    Case("backbone-weights-with-code", SMOKE + " --set model.pretrained_backbone=true", 1,
+         r"resnet18-f37072fd.pth cannot be read as resnet18's ImageNet weights: it is damaged, or holds Python objects "
+         r"beyond tensors, which could run code and detrlib refuses; delete it", setup=_planted_backbone, check=_nothing_ran),
+    # --- settings that disagree, and runs resumed with other settings ----------------------------------------
+    Case("flag-and-set-disagree", SMOKE + " --max-steps 2 --set train.max_steps=5", 1,
+         r"--max-steps 2 and --set train.max_steps=5 disagree: give train.max_steps once$"),
+    Case("env-set-under-profile", SMOKE, 1, r"DETRLIB_SET: train.max_step is not a config field \(did you mean train.max_steps\?\)",
+         setup=lambda ctx: ctx.monkeypatch.setenv("DETRLIB_SET", '{"train.max_step": 7}') or []),
+    Case("resume-other-queries", SMOKE + " --resume --num-queries 5", 1,
+         r"run was trained with other settings than this command's: model.num_queries \(the run: 8, this command: 5\); a "
+         r"resumed run keeps them, except its budget, learning rates and bookkeeping", setup=_copied_run),
+    Case("resume-checkpoint-without-config", SMOKE + " --resume", 1,
+         r"ckpt-00000001.pt holds no valid detrlib config \(a config is a dict of sections .*\), so the run cannot be continued",
+         setup=lambda ctx: [ctx.checkpoint("run/checkpoints/ckpt-00000001.pt", lambda s: {"model": s["model"]})]),
+    Case("resume-finished-names-its-limit", SMOKE + " --resume --max-steps 5", 0,
+         r"run finished at epoch 1, step 3, stopped by train.epochs=1: nothing more to train \(a larger train.epochs trains on\)",
+         setup=_copied_run),
+    Case("resume-nothing-there", "train --profile smoke --out {tmp}/nope --resume --max-steps 1", 0,
+         r"warning: --resume: .*nope does not exist, so there is nothing to resume: a new run starts there"),
+    Case("fewer-queries-than-objects", "train --profile smoke --out {tmp}/few --num-queries 2 --max-steps 1", 0,
+         r"warning: model.num_queries is 2 but a training picture holds \d+ objects: DETR finds at most one object per "
+         r"query; raise --num-queries to \d+ or more"),
+    # --- what were bugs --------------------------------------------------------------------------------------
+    Case("predict-classes-not-the-head", "predict {image} --checkpoint {tmp}/three.pt --out {tmp}/pics", 1,
+         r"three.pt: it holds 3 class names but its class head has 12 classes: the file is damaged or from another program",
+         setup=lambda ctx: [ctx.checkpoint("three.pt", lambda s: s.update(classes=["a", "b", "c"]))]),
+    Case("eval-device-absent", "eval --checkpoint {run} --device cuda:99", 1,
+         r"train.device is cuda:99 but this machine has \d+ CUDA GPUs?: use cpu or auto \(--device cpu\)$"),
     Case("a-bug", "stats --data {tmp} --split VOC2007:train", 1,
          r"unexpected TypeError: boom \(a bug in detrlib\? rerun with --debug and report the traceback\)$",
          setup=lambda ctx: ctx.monkeypatch.setattr("detrlib.data.stats.dataset_stats", _boom) or _voc(ctx, {"a": (60, 40, DOG)})),

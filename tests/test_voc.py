@@ -265,3 +265,19 @@ def test_everything_skipped_is_an_empty_dataset_error_with_the_reasons(tmp_path)
         warnings.simplefilter("ignore", DataWarning)
         with pytest.raises(DataError, match="(?s)holds no images.*unicorn"):
             VOCDataset([(year_dir, "train")], strict=False)
+
+
+def test_names_from_the_data_stay_inside_the_tree_but_linked_folders_still_read(tmp_path):
+    year_dir = write_voc(tmp_path / "linked", images={"a": (60, 40, [obj("dog", (11, 6, 40, 30))])})
+    pictures = tmp_path / "elsewhere"
+    (year_dir / "JPEGImages").rename(pictures)
+    (year_dir / "JPEGImages").symlink_to(pictures)  # a common layout: the pictures on another disk
+    assert len(VOCDataset([(year_dir, "train")])) == 1
+    xml_path = year_dir / "Annotations" / "a.xml"
+    for name in ("../a.jpg", "/etc/hostname", "sub/../../a.jpg"):
+        xml_path.write_text(xml("a", 60, 40, [obj("dog", (11, 6, 40, 30))]).replace("a.jpg", name))
+        with pytest.raises(DataError, match=f"<filename> '{name}' leads out of"):
+            VOCDataset([(year_dir, "train")])
+    for spec in ("../VOC2007:train", "VOC2007:../../x", "/tmp:train", "..:train"):
+        with pytest.raises(DataError, match="names a path, not a year folder and a split"):
+            parse_sets(tmp_path / "linked", [spec])

@@ -48,19 +48,24 @@ def data_root(cfg: DataConfig) -> Path:
 
 def trained_classes(cfg: Config, state: dict) -> tuple[str, ...]:
     """The class names a checkpoint was trained on: stored in it (``state["classes"]``); for older
-    checkpoints, those of the training data its config names, else VOC's when it has 20 classes."""
+    checkpoints, those of the training data its config names when they fit its class head, else
+    VOC's when it has 20 classes, else ``class 0``, ``class 1``, ..."""
     if state.get("classes"):
         return tuple(state["classes"])
+    names = ()
     if not cfg.data.root:
-        return TOY_CLASSES
-    root = Path(cfg.data.root).expanduser()
-    try:
-        year_dir, _ = parse_sets(root if root.is_absolute() else workdir() / root, cfg.data.train_sets)[0]
-        return read_classes(year_dir)
-    except DataError:  # that data is not on this machine
-        if cfg.model.num_classes == len(VOC_CLASSES):
-            return VOC_CLASSES
-        return tuple(f"class {i}" for i in range(cfg.model.num_classes))
+        names = TOY_CLASSES
+    else:
+        root = Path(cfg.data.root).expanduser()
+        try:
+            names = read_classes(parse_sets(root if root.is_absolute() else workdir() / root, cfg.data.train_sets)[0][0])
+        except DataError:  # that data is not on this machine
+            pass
+    if len(names) == cfg.model.num_classes:
+        return names
+    if cfg.model.num_classes == len(VOC_CLASSES):
+        return VOC_CLASSES
+    return tuple(f"class {i}" for i in range(cfg.model.num_classes))
 
 
 def build_dataset(cfg: DataConfig, split: str) -> VOCDataset:

@@ -18,7 +18,7 @@ import math
 import warnings
 from collections import Counter
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePath
 
 import numpy as np
 import torch
@@ -114,6 +114,14 @@ def read_classes(year_dir: Path) -> tuple[str, ...]:
     return names
 
 
+def leaves_folder(name: str) -> bool:
+    """Whether the relative path ``name``, read from data or a config, would lead out of the folder it
+    is joined to: an absolute path, or one with a ``..`` part. Checked by name, so a dataset whose
+    folders are symbolic links elsewhere still reads."""
+    path = PurePath(name)
+    return path.is_absolute() or bool(path.drive) or ".." in path.parts
+
+
 def split_file(year_dir, split: str) -> Path:
     """The file listing the image ids of a split: ``<year_dir>/ImageSets/Main/<split>.txt``."""
     return Path(year_dir) / "ImageSets" / "Main" / f"{split}.txt"
@@ -139,7 +147,14 @@ def read_split(year_dir: Path, split: str) -> list[str]:
         have = sorted(p.stem for p in path.parent.glob("*.txt") if "_" not in p.stem) if path.parent.is_dir() else []
         raise DataError(f"split file {path} not found; splits in {year_dir.name}: {', '.join(have) or 'none'}")
     # VOC's per-class files (aeroplane_train.txt) have a second column; the plain split has ids only
-    return [line.split()[0] for line in path.read_text().splitlines() if line.strip()]
+    ids = []
+    for number, line in enumerate(path.read_text().splitlines(), 1):
+        if line.strip():
+            ids.append(line.split()[0])
+            if leaves_folder(ids[-1]):
+                raise DataError(f"{path}, line {number}: the image id {ids[-1]!r} is a path out of {year_dir}; an id "
+                                "names Annotations/<id>.xml inside the year folder: fix the split file")
+    return ids
 
 
 def _text(node, tag: str, path: Path, default: str | None = None) -> str:
@@ -314,6 +329,9 @@ def read_record(year_dir: Path, name: str, classes, image_id: int, report: ScanR
     if not xml_path.exists():
         raise DataError(f"annotation {xml_path} not found for id {name!r} of the split file")
     ann = parse_annotation(xml_path, classes)
+    if leaves_folder(ann["filename"]):
+        raise DataError(f"{xml_path}: <filename> {ann['filename']!r} leads out of {Path(year_dir) / 'JPEGImages'}; "
+                        "an annotation names a picture in that folder: fix or remove the annotation")
     image_path = Path(year_dir) / "JPEGImages" / (ann["filename"] or f"{name}.jpg")
     if not image_path.exists():
         image_path = Path(year_dir) / "JPEGImages" / f"{name}.jpg"
@@ -484,6 +502,9 @@ def parse_sets(root, specs) -> list[tuple[Path, str]]:
     sets = []
     for spec in specs:
         year, sep, split = spec.rpartition(":")
+        if any(leaves_folder(part) or "/" in part or "\\" in part or part == "." for part in (year, split) if part):
+            raise DataError(f"the set {spec!r} names a path, not a year folder and a split of {devkit}: write it as "
+                            "YEAR:split, e.g. VOC2007:trainval")
         if sep:
             sets.append((devkit / year, split))
             continue
