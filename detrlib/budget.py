@@ -1,27 +1,70 @@
 """How long a chapter takes on a Colab GPU: the estimate a chapter prints before it trains, and the
 measured speed a run prints once it has warmed up.
 
-Until a T4 has been measured (``python -m detrlib bench gpu --out results/gpu-<name>.json``), the
-seconds per step are an estimate from DETR's published training time: DETR-R50 took about 85 hours
-for 500 COCO epochs on 32 V100s with 2 images each (facebookresearch/detr#283), about 0.33 s per
-step of 2 images in fp32. The ``gpu`` profile's step has 4 images at about 0.65 of DETR's pixels,
-and a T4 in fp16 does roughly 0.6 of a V100's fp32 work: about 0.6 s per step. A run prints what
-it measures after :data:`WARMUP_STEPS` steps, and ``train.max_minutes`` stops a slower GPU.
+A T4's seconds per step are derived once, here, and quoted from here (chapter 8 prints
+:func:`derivation`; the README's table is :func:`readme_table`'s). One published number starts it:
+DETR-R50 trained 300 COCO epochs (118,287 images) in 3 days on 16 V100 GPUs in fp32, 4 images per
+GPU (Carion et al. 2020, section 4), i.e. :data:`V100_IMAGE_SECONDS` per training image, data
+loading and evaluations included. A profile's image costs that times its share of DETR's pixels
+(its training scales against DETR's 480-800), and a GPU is *assumed* to run mixed precision at a
+multiple of a V100 in fp32 (:data:`SPEED_VS_V100`: a T4 in fp16 has four times a V100's fp32 rate
+on its tensor cores, but a third of its memory bandwidth and a 70 W power limit). The reference
+project's changes (fewer decoder layers and queries, denoising) are assumed to cancel out.
+
+Once a T4 has been measured (``python -m detrlib bench gpu --out results/gpu-<name>.json``,
+committed), its step time replaces the estimate (:func:`step_seconds`). A run prints what it
+measures after :data:`WARMUP_STEPS` steps, and ``train.max_minutes`` stops a slower GPU.
 """
 from __future__ import annotations
 
 import math
+import statistics
 from dataclasses import dataclass
 from pathlib import Path
 
-from detrlib.config import Config
+from detrlib import results
+from detrlib.config import GPU_PROFILES, Config, DataConfig
 
-T4_STEP_SECONDS = {"gpu": 0.6, "full": 0.8}  # estimates (see above); full: DETR's 480-800 scales
-T4_EVAL_IMAGE_SECONDS = 0.08  # inference at 640 px in fp16, with loading: an estimate
+DETR_TRAINING = {"epochs": 300, "images": 118_287, "days": 3, "gpus": 16}  # Carion et al. 2020: COCO, V100s, fp32
+V100_IMAGE_SECONDS = DETR_TRAINING["days"] * 86400 * DETR_TRAINING["gpus"] / (DETR_TRAINING["epochs"] * DETR_TRAINING["images"])
+SPEED_VS_V100 = {"T4": 0.7, "A100": 3.0}  # assumed: mixed precision (T4 fp16, A100 bf16) against a V100 in fp32
+EVAL_SHARE = 1 / 3  # an evaluated image costs about a third of a trained one (a forward pass, no backward)
 VOC07_LONGTAIL_IMAGES = 2500  # about what the exp50 subset of VOC 2007 trainval keeps: an estimate
 WARMUP_STEPS = 20  # steps a run takes before it prints its measured speed
 SETUP_MINUTES = 3.0  # installing detrlib, downloading VOC 2007 (0.9 GB) and the COCO checkpoint
 INSTALL_MINUTES = 1.0  # installing detrlib alone
+
+
+def pixel_share(sides) -> float:
+    """Pixels of images resized to the shorter ``sides`` against DETR's training scales (same aspect)."""
+    detr = DataConfig().train_scales
+    return statistics.fmean(s * s for s in sides) / statistics.fmean(s * s for s in detr)
+
+
+def estimated_step_seconds(cfg: Config, gpu: str = "T4") -> float:
+    """Seconds per optimizer step of ``cfg`` on ``gpu``, by the derivation above."""
+    t = cfg.train
+    images = t.batch_size * t.grad_accum_steps
+    return V100_IMAGE_SECONDS * pixel_share(cfg.data.train_scales) * images / SPEED_VS_V100[gpu]
+
+
+def epoch_minutes(cfg: Config, images: int, gpu: str = "T4") -> float:
+    """Estimated minutes of one epoch of ``images`` training images of ``cfg`` on ``gpu``."""
+    return images / (cfg.train.batch_size * cfg.train.grad_accum_steps) * estimated_step_seconds(cfg, gpu) / 60
+
+
+def derivation(cfg: Config) -> str:
+    """The T4 step-time estimate of ``cfg``'s profile, written out from its source to its result."""
+    d, t, sides = DETR_TRAINING, cfg.train, cfg.data.train_scales
+    assumed = "; ".join(f"{gpu} {x:g} times" for gpu, x in SPEED_VS_V100.items())
+    return "\n".join([
+        f"DETR paper: DETR-R50 trained {d['epochs']} epochs of COCO ({d['images']:,} images) in {d['days']} days on "
+        f"{d['gpus']} V100 GPUs in fp32: {V100_IMAGE_SECONDS:.3f} V100-seconds per training image",
+        f"{cfg.profile} profile: shorter sides {min(sides)}-{max(sides)} px, {pixel_share(sides):.2f} of DETR's pixels "
+        f"per image; {t.batch_size * t.grad_accum_steps} images per step",
+        f"assumed, mixed precision against a V100 in fp32: {assumed} as fast",
+        f"estimate: {estimated_step_seconds(cfg):.2f} s per step on a T4",
+    ])
 
 
 @dataclass(frozen=True)
@@ -65,7 +108,8 @@ def run_config(name: str, cfg: Config) -> Config:
 
 
 def measured_step_seconds(profile: str, results_dir: str | Path | None = None) -> float | None:
-    """Seconds per training step of ``profile`` measured on a T4 by ``bench gpu --out``, if any."""
+    """Seconds per training step of ``profile`` measured on a T4 by ``bench gpu --out``, if any
+    (``results_dir`` default: the repository's, :mod:`detrlib.results`)."""
     from detrlib.bench.gpu import read_results
 
     for result in read_results(results_dir):
@@ -76,12 +120,12 @@ def measured_step_seconds(profile: str, results_dir: str | Path | None = None) -
     return None
 
 
-def step_seconds(profile: str) -> tuple[float, str]:
-    """Seconds per step on a T4 and where the number comes from (``measured`` or ``estimate``)."""
-    measured = measured_step_seconds(profile)
+def step_seconds(cfg: Config) -> tuple[float, str]:
+    """Seconds per step of ``cfg`` on a T4, and where the number comes from (``measured`` or ``estimate``)."""
+    measured = measured_step_seconds(cfg.profile)
     if measured is not None:
         return measured, "measured"
-    return T4_STEP_SECONDS.get(profile, T4_STEP_SECONDS["gpu"]), "estimate"
+    return estimated_step_seconds(cfg), "estimate"
 
 
 def evaluations(cfg: Config, train_images: int = VOC07_LONGTAIL_IMAGES) -> int:
@@ -91,15 +135,16 @@ def evaluations(cfg: Config, train_images: int = VOC07_LONGTAIL_IMAGES) -> int:
 
 
 def eval_minutes(cfg: Config) -> float:
+    """Minutes of one evaluation on a T4: its images at the validation size, a forward pass each."""
     images = cfg.data.val_subset or 4952  # VOC 2007 test
-    return images * T4_EVAL_IMAGE_SECONDS / 60
+    return images * V100_IMAGE_SECONDS * pixel_share([cfg.data.val_size]) * EVAL_SHARE / SPEED_VS_V100["T4"] / 60
 
 
 def run_minutes(cfg: Config, seconds_per_step: float | None = None) -> float:
     """Minutes of one run on a T4, evaluations included, at most its ``max_minutes`` (plus the
     final evaluation that ends a capped run)."""
     t = cfg.train
-    sps = seconds_per_step or step_seconds(cfg.profile)[0]
+    sps = seconds_per_step or step_seconds(cfg)[0]
     minutes = t.total_steps(VOC07_LONGTAIL_IMAGES) * sps / 60 + evaluations(cfg) * eval_minutes(cfg)
     return min(minutes, t.max_minutes + eval_minutes(cfg)) if t.max_minutes else minutes
 
@@ -114,28 +159,49 @@ def chapter_minutes(chapter: str, cfg: Config, done=lambda run_cfg: False) -> fl
 
 def chapter_plan(chapter: str, cfg: Config) -> str:
     """What a chapter will train on this profile and how long it takes on a T4, for the chapter to
-    print before its first training cell. Runs already finished (on Drive, or by an earlier
-    chapter) are reused and cost nothing."""
-    from detrlib.runfolder import is_finished, run_dir
+    print before its first training cell. A run already finished (on Drive, or by an earlier
+    chapter) is reused and costs nothing; one interrupted (a disconnect, a closed tab) resumes from
+    its newest checkpoint, and only its remaining steps count."""
+    from detrlib.checkpoint import load_latest
+    from detrlib.runfolder import run_dir
+
+    from detrlib.config import pick_device
+    from detrlib.precision import precision
 
     plan = CHAPTERS[chapter]
-    sps, source = step_seconds(cfg.profile)
-    lines = [f"On a T4 ({source}: {sps:.2f} s per training step of {cfg.train.batch_size} images):"]
+    sps, source = step_seconds(cfg)
+    lines = [f"this machine trains in {precision(cfg.train.amp, pick_device()).why}",
+             f"On a T4 ({source}: {sps:.2f} s per training step of {cfg.train.batch_size} images):"]
+    if source == "estimate":
+        why = results.find("gpu-*.json")[1]
+        lines.insert(1, f"no T4 measurement in {results.where()}{f'; {why}' if why else ''}: "
+                        "the minutes below use detrlib.budget's estimate")
+    total = (SETUP_MINUTES if plan.downloads else INSTALL_MINUTES) + plan.other_minutes
     for name in plan.runs:
         run_cfg = run_config(name, cfg)
-        if is_finished(run_dir(run_cfg)):
+        t = run_cfg.train
+        saved = load_latest(run_dir(run_cfg) / "checkpoints")
+        cap = f" (never more than {t.max_minutes:g})" if t.max_minutes else ""
+        if saved and saved.get("finished"):
             lines.append(f"  run {name:<14} finished earlier, reused: 0 min")
+            continue
+        minutes = run_minutes(run_cfg)
+        if saved:
+            done = saved["step"] / max(t.total_steps(VOC07_LONGTAIL_IMAGES), 1)
+            minutes *= max(0.0, 1 - done)
+            if t.max_minutes:
+                minutes = min(minutes, max(0.0, t.max_minutes - saved.get("wall_time", 0) / 60) + eval_minutes(run_cfg))
+            lines.append(f"  run {name:<14} interrupted at step {saved['step']}, resumes from its checkpoint: "
+                         f"about {minutes:.0f} min left{cap}")
         else:
-            steps = run_cfg.train.max_steps
-            cap = f" (never more than {run_cfg.train.max_minutes:g})" if run_cfg.train.max_minutes else ""
-            lines.append(f"  run {name:<14} {steps} steps + {evaluations(run_cfg)} evaluations of "
-                         f"{run_cfg.data.val_subset or 'all'} images: about {run_minutes(run_cfg):.0f} min{cap}")
+            lines.append(f"  run {name:<14} {t.max_steps} steps + {evaluations(run_cfg)} evaluations of "
+                         f"{run_cfg.data.val_subset or 'all'} images: about {minutes:.0f} min{cap}")
+        total += minutes
     lines.append(f"  {plan.other}: about {plan.other_minutes:.0f} min")
     if plan.downloads:
         lines.append(f"  setting up (install, downloads): about {SETUP_MINUTES:.0f} min")
     else:
         lines.append(f"  installing detrlib: about {INSTALL_MINUTES:.0f} min")
-    total = chapter_minutes(chapter, cfg, done=lambda c: is_finished(run_dir(c)))
     lines.append(f"expected: about {total:.0f} minutes for the whole chapter")
     return "\n".join(lines)
 
@@ -146,13 +212,32 @@ def progress_line(seconds_per_step: float, device: str, steps_left: int, cfg: Co
     minutes = steps_left * seconds_per_step / 60
     line = (f"measured {seconds_per_step:.3f} s per step on {device}: the remaining {steps_left} steps "
             f"take about {minutes:.1f} min")
-    if cfg.profile in T4_STEP_SECONDS:
-        sps, source = step_seconds(cfg.profile)
+    if cfg.profile in GPU_PROFILES:
+        sps, source = step_seconds(cfg)
         line += f" (T4 {source}: {sps:.2f} s per step)"
     cap = cfg.train.max_minutes
     if cap and elapsed_s / 60 + minutes > cap:
         line += f"; the {cap:g}-minute cap (train.max_minutes) ends the run before that"
     return line
+
+
+def cap_note(histories: dict[str, list[dict]], cfg: Config) -> str:
+    """A page's sentence on the runs (name -> their ``metrics.jsonl`` rows) that the wall-clock cap
+    (``train.max_minutes``) stopped before the end of ``cfg``'s budget; empty when none was. The
+    page's numbers then come from a shorter run than its prose describes, and it says so."""
+    capped = {name: rows[-1] for name, rows in histories.items() if rows and rows[-1].get("stopped") == "max_minutes"}
+    if not capped:
+        return ""
+    t = cfg.train
+    budget = f"{t.max_steps} steps" if t.max_steps else f"{t.epochs} epochs"
+    runs = " and ".join(f"the {name} run after {last['wall_time_s'] / 60:.1f} minutes, at step {last['step']}"
+                        for name, last in capped.items())
+    note = (f"On this machine the {cfg.profile} profile's wall-clock cap (`train.max_minutes` = {t.max_minutes:g}) "
+            f"stopped {runs}, before the {budget} of the recipe: the machine trained slower than the profile "
+            f"expects, so what this page shows of {'it' if len(capped) == 1 else 'them'} comes from a shorter run.")
+    if len({rows[-1]["step"] for rows in histories.values() if rows}) > 1:
+        note += " The runs did not train the same number of steps: compare them on the curves, step for step."
+    return note
 
 
 def readme_table(cfg: Config) -> list[dict]:

@@ -92,6 +92,8 @@ class ModelConfig:
     encoder_layer_type: str = knob("detr", "the encoder layer, by its name in detrlib.model.registry")
     decoder_layer_type: str = knob("detr", "the decoder layer, by its registry name (conditional: Conditional DETR)")
     query_type: str = knob("learned", "the object queries, by their name in detrlib.model.registry")
+    class_head: str = knob("softmax", "softmax: C + 1 logits, no-object last (DETR); sigmoid: C logits, one sigmoid "
+                                      "each (Conditional DETR; trained with train.class_loss=sigmoid_focal)")
     dn_groups: int = knob(0, "denoising groups (chapter 5); 0 turns denoising off")
     dn_label_noise: float = knob(0.2, "share of denoising labels flipped")
     dn_box_noise: float = knob(0.4, "denoising box noise, relative to the box size")
@@ -123,9 +125,12 @@ class TrainConfig:
     bbox_loss_coef: float = knob(5.0, "loss weight of the L1 box loss")
     giou_loss_coef: float = knob(2.0, "loss weight of the GIoU loss")
     eos_coef: float = knob(0.1, "class weight of no-object")
-    class_loss: str = knob("ce", "ce as in DETR, balanced (Cui et al.) or focal (Lin et al.), chapter 8")
+    cls_loss_coef: float = knob(1.0, "loss weight of the classification loss (Conditional DETR: 2)")
+    class_loss: str = knob("ce", "ce as in DETR, balanced (Cui et al.) or focal (Lin et al.), chapter 8; "
+                                 "sigmoid_focal for model.class_head=sigmoid (Conditional DETR)")
     balanced_beta: float = knob(0.999, "balanced: the effective number of n objects is (1 - beta^n) / (1 - beta)")
-    focal_gamma: float = knob(2.0, "focal: a prediction's loss is scaled by (1 - p_true)^gamma")
+    focal_gamma: float = knob(2.0, "focal, sigmoid_focal: a prediction's loss is scaled by (1 - p_true)^gamma")
+    focal_alpha: float = knob(0.25, "sigmoid_focal: weight of a class's positive term, 1 - alpha of its negative one")
     amp: str = knob("off", "mixed precision: off, auto (bf16 where the device has it, else fp16 on a GPU), bf16, fp16")
     device: str = knob("auto", "auto (cuda when present, else cpu), cpu, cuda, cuda:N or mps")
     seed: int = knob(42, "training seed")
@@ -159,6 +164,9 @@ class Config:
     def __post_init__(self):
         if self.profile not in PROFILES:
             raise ConfigError(f"profile {self.profile!r} is not one of {', '.join(PROFILES)}")
+        if (self.model.class_head == "sigmoid") != (self.train.class_loss == "sigmoid_focal"):
+            raise ConfigError(f"model.class_head={self.model.class_head} with train.class_loss={self.train.class_loss}: "
+                              "a sigmoid class head is trained with sigmoid_focal and only it; set both or neither")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -231,18 +239,22 @@ RANGES = {  # interval notation, "inf" for no bound
     "model.dn_box_noise": "[0, 1)",
     "train.epochs": "[1, inf)", "train.batch_size": "[1, inf)", "train.grad_accum_steps": "[1, inf)",
     "train.lr": "(0, inf)", "train.eval_every": "[1, inf)", "train.eos_coef": "[0, 1]",
-    "train.balanced_beta": "[0, 1)", "train.seed": "[0, 4294967295]",
+    "train.balanced_beta": "[0, 1)", "train.focal_alpha": "[0, 1]", "train.seed": "[0, 4294967295]",
 }
 CHOICES = {
     "model.backbone": ("resnet18", "resnet34", "resnet50", "resnet101"),
     "model.position_embedding": ("sine", "learned"),
     "train.lr_schedule": ("step", "cosine"),
-    "train.class_loss": ("ce", "balanced", "focal"),
+    "model.class_head": ("softmax", "sigmoid"),
+    "train.class_loss": ("ce", "balanced", "focal", "sigmoid_focal"),
     "train.amp": ("off", "auto", "bf16", "fp16"),
 }
 PATTERNS = {  # regular expression a text must match, and what it means
-    "data.train_sets": (r"[^:\s]+(:[^:\s]+)?", "YEAR:split, e.g. VOC2007:trainval, or a split name"),
-    "data.val_sets": (r"[^:\s]+(:[^:\s]+)?", "YEAR:split, e.g. VOC2007:test, or a split name"),
+    # names, never paths: a set stays inside the data root, and the split files derived from it too
+    "data.train_sets": (r"(?!\.\.?(:|$))[^:\s/\\]+(:(?!\.\.?$)[^:\s/\\]+)?",
+                        "YEAR:split, e.g. VOC2007:trainval, or a split name (names, not paths)"),
+    "data.val_sets": (r"(?!\.\.?(:|$))[^:\s/\\]+(:(?!\.\.?$)[^:\s/\\]+)?",
+                      "YEAR:split, e.g. VOC2007:test, or a split name (names, not paths)"),
     "data.longtail": (r"((exp|step)[1-9]\d*(\.\d+)?)?", "empty, or exp<R> or step<R> with R >= 1 the head-to-tail ratio, e.g. exp50"),
     "train.device": (r"auto|cpu|mps|(cuda|xpu)(:\d+)?", "auto, cpu, cuda, cuda:N or mps"),
 }
@@ -378,14 +390,18 @@ def _full() -> Config:
     )
 
 
-GPU_STEPS = 1200  # about 12 minutes of training on a T4 (an estimate: detrlib.budget), plus evaluations
+GPU_STEPS = 1200  # one run of a Colab session on a T4 (detrlib.budget estimates its minutes)
+BOOK_CELL_SECONDS = 1200  # the built book's limit on one cell (scripts/book_execution.py hands it to myst-nb)
+# The quick profile's wall-clock cap: a run it stops (on a busy CPU) still ends, its final evaluation
+# included, inside one cell of the book (tests/test_book_build.py checks the room left).
+QUICK_MAX_MINUTES = 15.0
 
 
 def _gpu() -> Config:
     """The full profile's model and start, at the size of one Colab session: VOC 2007 trainval
     only (long-tailed), images resized to 480-640 pixels (DETR: 480-800), a fixed 500-image subset
     of VOC 2007 test for the evaluations, and a cosine schedule over a budget of optimizer steps
-    that a T4 trains in about 12 minutes. ``max_minutes`` stops a slower GPU cleanly."""
+    that fits a Colab session on a T4 (:mod:`detrlib.budget`). ``max_minutes`` stops a slower GPU cleanly."""
     return _full().replace(**{
         "profile": "gpu",
         "data.train_sets": ("VOC2007:trainval",), "data.val_sets": ("VOC2007:test",), "data.val_subset": 500,
@@ -401,7 +417,8 @@ def _quick() -> Config:
     BatchNorm, a 128-wide 2 + 2 layer transformer, 20 queries, denoising, a high learning rate for the
     whole network, a drop two epochs before the end, and bf16 autocast where the CPU has it. Batches of
     16 rather than 8: a CPU computes an image of a batch of 16 about a fifth cheaper, and 9 epochs of
-    them learn as much as 8 epochs of batches of 8, or more, in less time."""
+    them learn as much as 8 epochs of batches of 8, or more, in less time. On a slow or busy CPU
+    ``max_minutes`` ends a run cleanly before the book's limit on a cell would kill it."""
     return Config(
         profile="quick",
         data=DataConfig(
@@ -416,6 +433,7 @@ def _quick() -> Config:
         ),
         train=TrainConfig(
             epochs=9, batch_size=16, lr=5e-4, lr_backbone=5e-4, lr_drop=7, warmup_steps=100, eval_every=1,
+            max_minutes=QUICK_MAX_MINUTES,
             amp="auto",  # bf16 on CPUs that compute in it: the same curves in less time (chapter 7)
         ),
     )
@@ -438,6 +456,8 @@ PROFILES = tuple(_BUILDERS)
 
 
 def has_cuda() -> bool:
+    """Whether a CUDA GPU is visible. detrlib asks here only, so that tests can fake a GPU (with
+    ``torch.cuda``'s device properties) without torch itself trying to use it."""
     import torch
 
     return torch.cuda.is_available()
@@ -463,9 +483,14 @@ def check_device(cfg: Config) -> None:
 
 def get_profile(name: str | None = None) -> Config:
     """The settings of a profile (see :func:`resolve_profile` for how it is chosen), changed by
-    ``DETRLIB_SET`` when set: a JSON object of dotted fields, e.g.
-    ``DETRLIB_SET='{"train.max_steps": 300}'``, which runs every chapter with those changes."""
-    cfg = profile_settings(resolve_profile(name))
+    ``DETRLIB_SET`` (:func:`environment_settings`)."""
+    return environment_settings(profile_settings(resolve_profile(name)))
+
+
+def environment_settings(cfg: Config) -> Config:
+    """``cfg`` changed by ``DETRLIB_SET`` when set: a JSON object of dotted fields, e.g.
+    ``DETRLIB_SET='{"train.max_steps": 300}'``, which runs every chapter with those changes (and
+    every command, whichever profile it names); an invalid one is refused wherever it is read."""
     changes = os.environ.get("DETRLIB_SET")
     if not changes:
         return cfg
@@ -507,27 +532,44 @@ def repository_file(relative: str, sha256: str = "") -> Path:
     local = Path(__file__).resolve().parents[1] / relative
     if local.exists():
         return local
-    url = f"{REPOSITORY.replace('github.com', 'raw.githubusercontent.com')}/{BRANCH}/{relative}"
-    return download([url], workdir() / relative, sha256, "sha256")
+    return download([repository_url(relative)], workdir() / relative, sha256, "sha256")
+
+
+def repository_url(relative: str) -> str:
+    """Where the repository serves one of its files (GitHub's raw files, on :data:`BRANCH`)."""
+    return f"{REPOSITORY.replace('github.com', 'raw.githubusercontent.com')}/{BRANCH}/{relative}"
+
+
+COLAB_DRIVE = Path("/content/drive/MyDrive")  # where Colab mounts Google Drive
+
+
+def drive_folder() -> Path | None:
+    """detrlib's folder on Google Drive when Drive is mounted (Colab), else None."""
+    return COLAB_DRIVE / "detrlib" if COLAB_DRIVE.is_dir() else None
 
 
 def runs_dir() -> Path:
     """Where training runs (checkpoints, metrics) live: ``DETRLIB_RUNS``, else Google Drive when it
     is mounted on Colab (so a run survives a disconnect), else ``workdir()/runs``."""
-    if os.environ.get("DETRLIB_RUNS"):
-        path = Path(os.environ["DETRLIB_RUNS"])
-    elif Path("/content/drive/MyDrive").is_dir():
-        path = Path("/content/drive/MyDrive/detrlib/runs")
-    else:
-        path = workdir() / "runs"
+    drive = drive_folder()
+    path = Path(os.environ.get("DETRLIB_RUNS") or (drive / "runs" if drive else workdir() / "runs"))
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+def downloads_dir() -> Path:
+    """Where downloaded archives and checkpoints are kept: ``DETRLIB_DOWNLOADS``, else Google Drive
+    when it is mounted, next to the runs (a new Colab session unpacks VOC from there instead of
+    downloading it again), else ``workdir()/downloads``. Unpacked data stays on local disk
+    (:func:`workdir`), where reading is fast."""
+    drive = drive_folder()
+    return Path(os.environ.get("DETRLIB_DOWNLOADS") or (drive / "downloads" if drive else workdir() / "downloads"))
 
 
 def colab_storage_warning(out: str | Path) -> str:
     """On Colab, a warning when a run folder lies on the VM's own disk, which a disconnect erases;
     empty elsewhere, and for folders on the mounted Google Drive."""
-    if "google.colab" not in sys.modules or Path(out).resolve().is_relative_to("/content/drive"):
+    if "google.colab" not in sys.modules or Path(out).resolve().is_relative_to(COLAB_DRIVE.parent):
         return ""
     return (f"warning: this run goes to {out}, on the Colab VM's own disk, which a disconnect erases. "
             "Mount Google Drive first (from google.colab import drive; drive.mount('/content/drive')): "
@@ -535,12 +577,19 @@ def colab_storage_warning(out: str | Path) -> str:
 
 
 def pick_device(name: str = "auto"):
-    """``"auto"`` means CUDA when present, else the CPU."""
+    """``"auto"`` means CUDA when present, else the CPU; a device this machine lacks is a ConfigError."""
     import torch
 
     if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    return torch.device(name)
+        name = "cuda" if has_cuda() else "cpu"
+    device = torch.device(name)
+    gpus = torch.cuda.device_count() if has_cuda() else 0
+    missing = ((device.type == "cuda" and (device.index or 0) >= gpus)
+               or (device.type == "mps" and not torch.backends.mps.is_available()))
+    if missing:
+        have = f"{gpus} CUDA GPU{'s' if gpus != 1 else ''}" if device.type == "cuda" else "no MPS device"
+        raise ConfigError(f"train.device is {name} but this machine has {have}: use cpu or auto (--device cpu)")
+    return device
 
 
 def machine() -> dict:
@@ -560,7 +609,7 @@ def machine() -> dict:
     info = {"cpu": cpu, "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
             "platform": platform.platform(), "python": platform.python_version(),
             "torch": torch.__version__, "torchvision": torchvision.__version__}
-    if torch.cuda.is_available():
+    if has_cuda():
         info["gpu"] = torch.cuda.get_device_name(0)
     return info
 
@@ -573,19 +622,23 @@ def device_name(device) -> str:
 
 
 def environment_report(cfg: Config | None = None) -> str:
-    """Device, library versions and the chosen profile, for the top of every chapter."""
+    """Device, the precision a run trains in there (``cfg``'s ``train.amp``, else ``auto``), library
+    versions and the chosen profile, for the top of every chapter."""
     import torch
 
     from detrlib import __version__
+    from detrlib.precision import precision
 
     info, device = machine(), pick_device()
     if device.type == "cuda":
         props = torch.cuda.get_device_properties(device)
-        where = f"cuda: {props.name}, {props.total_memory / 2**30:.0f} GiB, bf16 {torch.cuda.is_bf16_supported()}"
+        where = (f"cuda: {props.name}, {props.total_memory / 2**30:.0f} GiB, "
+                 f"compute capability {props.major}.{props.minor}")
     else:
         where = f"cpu: {info['cpu']}, {info['torch_threads']} threads"
-    lines = [f"device       {where}", f"python       {info['python']}", f"torch        {info['torch']}",
-             f"torchvision  {info['torchvision']}", f"detrlib      {__version__}"]
+    amp = cfg.train.amp if cfg is not None else "auto"
+    lines = [f"device       {where}", f"precision    {precision(amp, device).why}", f"python       {info['python']}",
+             f"torch        {info['torch']}", f"torchvision  {info['torchvision']}", f"detrlib      {__version__}"]
     if cfg is not None:
-        lines.append(f"profile      {cfg.describe()}")
+        lines.append(f"settings     {cfg.describe()}")
     return "\n".join(lines)

@@ -1,5 +1,6 @@
 """Pictures the chapters reuse, one section per chapter. Every function draws with matplotlib and
-returns its figure or axes."""
+returns its figure or axes; a figure is at most :data:`PAGE_WIDTH` inches wide, so it fits a notebook
+column (Jupyter, Colab) without being shrunk to unreadable text."""
 from __future__ import annotations
 
 import matplotlib.pyplot as plt
@@ -7,6 +8,15 @@ import numpy as np
 import torch
 from matplotlib.patches import Rectangle
 from torchvision.ops import box_convert
+
+PAGE_WIDTH = 8.0  # inches: a notebook column at matplotlib's inline resolution
+
+
+def row_size(panels: int, panel: float, aspect: float = 1.0) -> tuple[float, float]:
+    """The size of a figure of ``panels`` side by side, each ``panel`` inches wide (``aspect``: height
+    over width), narrowed to :data:`PAGE_WIDTH`."""
+    width = min(PAGE_WIDTH, panels * panel)
+    return width, width / panels * aspect
 
 
 def class_colours(n: int) -> list:
@@ -54,7 +64,7 @@ def show_item(ax, image, target, classes, title: str | None = None):
         ax.set_title(title, fontsize=8)
 
 
-def record_grid(dataset, indices, ncols: int = 4, size: float = 2.6, title: str = ""):
+def record_grid(dataset, indices, ncols: int = 4, size: float = 2.0, title: str = ""):
     """Original images of a VOC dataset with all their boxes (difficult ones dashed)."""
     from detrlib.data.voc import load_image
 
@@ -125,7 +135,7 @@ def plot_cost_terms(terms: dict, weights: dict, pairs=None, tgt_names: list[str]
     weighted = {k: weights[k] * _numpy(terms[k]).T for k in ("class", "bbox", "giou")}
     panels = [(f"{weights[k]:g} x {TERM_TITLES[k]}", v) for k, v in weighted.items()]
     panels.append(("total cost", sum(weighted.values())))
-    fig = fig or plt.figure(figsize=(11, 7))
+    fig = fig or plt.figure(figsize=(PAGE_WIDTH, 6))
     axes = fig.subplots(4, 1, sharex=True)
     low = min(v.min() for v in weighted.values())
     high = max(v.max() for v in weighted.values())
@@ -183,7 +193,7 @@ def draw_assignment(ax, pred_boxes, tgt_boxes, pairs, image=None, pred_names: li
 def plot_layer_assignments(layers: list[tuple], tgt_boxes, image=None, tgt_names: list[str] | None = None,
                            titles: list[str] | None = None):
     """One :func:`draw_assignment` panel per decoder layer; ``layers`` holds ``(pred_boxes, pairs)``."""
-    fig, axes = plt.subplots(1, len(layers), figsize=(4 * len(layers), 4), squeeze=False)
+    fig, axes = plt.subplots(1, len(layers), figsize=row_size(len(layers), 4), squeeze=False)
     for i, (ax, (boxes, pairs)) in enumerate(zip(axes[0], layers)):
         draw_assignment(ax, boxes, tgt_boxes, pairs, image=image, tgt_names=tgt_names,
                         title=titles[i] if titles else f"decoder layer {i + 1}")
@@ -220,7 +230,7 @@ def plot_position_encoding(pos, channels=(0, 1, 20, 64, 65, 84), title: str = ""
     sine encoding, second half: columns)."""
     pos = pos.detach().float().cpu()
     channels = [c for c in channels if c < pos.shape[0]]
-    fig, axes = plt.subplots(1, len(channels), figsize=(2.2 * len(channels), 2.4), squeeze=False)
+    fig, axes = plt.subplots(1, len(channels), figsize=row_size(len(channels), 2.2, 1.15), squeeze=False)
     for ax, c in zip(axes[0], channels):
         ax.imshow(pos[c].numpy(), cmap="RdBu", vmin=-1, vmax=1)
         ax.set_title(f"channel {c}", fontsize=9)
@@ -243,7 +253,7 @@ def plot_encoder_attention(image, weights, feature_shape, pixels, stride: int):
     """Where chosen pixels look: encoder self-attention ``weights [hw, hw]`` (heads averaged) of
     the feature cell under each ``(y, x)`` image pixel; ``stride`` is the backbone's."""
     h, w = feature_shape
-    fig, axes = plt.subplots(1, len(pixels) + 1, figsize=(3.2 * (len(pixels) + 1), 3.4))
+    fig, axes = plt.subplots(1, len(pixels) + 1, figsize=row_size(len(pixels) + 1, 3.2, 1.1))
     axes[0].imshow(_picture(image))
     axes[0].set_title("image and chosen pixels", fontsize=9)
     axes[0].axis("off")
@@ -259,7 +269,7 @@ def plot_encoder_attention(image, weights, feature_shape, pixels, stride: int):
 def plot_decoder_attention(image, weights, feature_shape, queries, boxes=None, labels=None):
     """What each chosen object query reads: decoder cross-attention ``weights [Q, hw]`` (heads
     averaged) over the image, with the query's predicted box (absolute ``x1, y1, x2, y2``) if given."""
-    fig, axes = plt.subplots(1, len(queries), figsize=(max(4.0, 3.2 * len(queries)), 3.6), squeeze=False)
+    fig, axes = plt.subplots(1, len(queries), figsize=row_size(max(len(queries), 2), 3.2, 1.15), squeeze=False)
     for ax, q in zip(axes[0], queries):
         _heatmap(ax, image, weights[q], feature_shape)
         if boxes is not None:
@@ -273,11 +283,19 @@ def plot_decoder_attention(image, weights, feature_shape, queries, boxes=None, l
 # Training (chapter 4): curves from a run's metrics.jsonl
 # ---------------------------------------------------------------------------------------------
 
+METRIC_NAMES = {"train_loss": "weighted loss", "train_loss_ce": "classification loss",
+                "train_loss_bbox": "L1 box loss", "train_loss_giou": "GIoU loss",
+                "train_class_error": "class error (%)", "train_cardinality_error": "objects per image",
+                "AP50": "AP@0.5", "AP": "COCO AP", "AR100": "recall (AR100)",
+                "match_instability": "share of changed matches"}
+
+
 def plot_metrics(runs: dict[str, list[dict]], keys: list[str], x: str = "step", ncols: int = 3, title: str = ""):
     """One panel per metric in ``keys`` (e.g. ``train_loss_ce``, ``AP50``), one line per run in
     ``runs`` (``{label: history}``, a history being :func:`detrlib.runfolder.read_metrics`'s list)."""
     nrows = -(-len(keys) // ncols)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(4.2 * ncols, 3 * nrows), squeeze=False)
+    width, height = row_size(ncols, 4.2, 0.75)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(width, height * nrows), squeeze=False)
     for ax, key in zip(axes.flat, keys):
         for label, history in runs.items():
             points = [(h[x], h[key]) for h in history if h.get(key) is not None]
@@ -285,6 +303,8 @@ def plot_metrics(runs: dict[str, list[dict]], keys: list[str], x: str = "step", 
                 ax.plot(*zip(*points), marker="o", markersize=3, label=label)
         ax.set_title(key, fontsize=9)
         ax.set_xlabel(x, fontsize=8)
+        ax.set_ylabel(METRIC_NAMES.get(key, key), fontsize=8)
+        ax.tick_params(labelsize=7)
         ax.grid(alpha=0.3)
     for ax in list(axes.flat)[len(keys):]:
         ax.set_axis_off()

@@ -1,9 +1,12 @@
-"""Interactive explorers that still read well as static pages, and numbers for a page's prose.
+"""Interactive explorers that still read well as static pages, captioned figures, and sentences
+that quote what a run measured.
 
-In a live notebook (Jupyter, Colab) :func:`explore` shows ipywidgets controls over a drawing.
-When a notebook is executed to build the book, nobody can move a slider, so with
+In a live notebook (Jupyter, Colab) :func:`explore` shows ipywidgets controls over a drawing, below
+the drawing of its first setting as a plain figure, which stays readable where no kernel runs the
+controls. When a notebook is executed to build the book, nobody can move a slider, so with
 ``DETRLIB_STATIC_WIDGETS=1`` (set by ``make book``) it draws the same view for a few chosen
-settings instead, one figure each. :func:`glue` hands a measured value to the page's text.
+settings instead, one figure each. :func:`say` shows a sentence as Markdown, and :func:`show` a
+figure with its caption: plain Markdown outputs, which Jupyter, Colab and the built site all render.
 """
 from __future__ import annotations
 
@@ -21,43 +24,57 @@ def _caption(values: dict) -> str:
     return ", ".join(f"{k} = {v}" for k, v in values.items())
 
 
-def explore(draw: Callable[..., object], static: list[dict], **controls):
-    """Show ``draw(**values)`` under ipywidgets ``controls``, or statically for each dict in ``static``.
+def explore(draw: Callable[..., object], static: list[dict], caption: str, **controls):
+    """Show ``draw(**values)`` under ipywidgets ``controls``, or statically for each dict in ``static``,
+    with ``caption`` (what the figures show) below.
 
     ``draw`` makes one matplotlib figure for one setting of the controls. ``controls`` are
-    ipywidgets (or the abbreviations ``ipywidgets.interactive`` accepts). Returns the widget, or
-    ``None`` in static mode.
+    ipywidgets (or the abbreviations ``ipywidgets.interactive`` accepts). In a live notebook the
+    first static setting is drawn as a plain figure first, so that a saved notebook shows it where
+    no kernel draws the widget's. Returns the widget, or ``None`` in static mode.
     """
     if not static:
         raise ValueError("explore() needs at least one static setting for the built book")
+    settings = static if static_mode() else static[:1]
+    for values in settings:
+        draw(**values)
+        plt.gcf().suptitle(_caption(values), fontsize=9)
+        plt.show()
     if static_mode():
-        for values in static:
-            draw(**values)
-            plt.gcf().suptitle(_caption(values), fontsize=9)
-            plt.show()
+        say(f"**Figure.** {caption}")
         return None
 
     import ipywidgets
     from IPython.display import display
 
-    def show(**values):
+    def redraw(**values):
         draw(**values)
         plt.show()
 
-    widget = ipywidgets.interactive(show, **controls)
+    say(f"**Figure.** {caption} Move the controls below to redraw it.")
+    widget = ipywidgets.interactive(redraw, **controls)
     display(widget)
     return widget
 
 
-def glue(name: str, value) -> None:
-    """Hand ``value``, measured by this run, to the page's prose, which quotes it as
-    ``{glue:text}`name``` or ``{glue:text}`name:.3f```: a rebuild on another machine then changes
-    the words with the numbers. This is myst-nb's ``glue``, shown nowhere in the notebook; where
-    myst-nb is not installed (Colab) it does nothing, and the cell's printed output carries the number."""
+def say(text: str) -> None:
+    """Show ``text``, a sentence of the page that quotes numbers this run measured, as Markdown:
+    Jupyter, Colab and the built site render it like the prose around it (the site hides the code
+    of a cell tagged ``remove-input``). Outside a notebook it is printed."""
     try:
-        from myst_nb import glue as myst_glue
+        from IPython import get_ipython
+        from IPython.display import Markdown, display
     except ImportError:
+        get_ipython = None
+    if get_ipython is None or get_ipython() is None:
+        print(text)
         return
-    if hasattr(value, "item"):  # a tensor or numpy scalar: its plain Python value formats in the text
-        value = value.item()
-    myst_glue(name, value, display=False)
+    display(Markdown(text))
+
+
+def show(caption: str) -> None:
+    """Show the figure just drawn, then ``caption``, one or two sentences saying what it shows,
+    under it."""
+    plt.show()
+    say(f"**Figure.** {caption}")
+

@@ -1,15 +1,20 @@
 """Strip what must not reach git from notebooks: outputs, execution counts, widget state and
-cell metadata other than tags. Usage: python scripts/clean_notebooks.py notebooks/*.ipynb"""
+cell metadata other than tags. The notebook metadata Colab reads (``accelerator``, ``colab``: the
+GPU runtime a chapter opens on) stays. Usage: python scripts/clean_notebooks.py notebooks/*.ipynb"""
 import sys
 
 import nbformat
+
+KEPT_METADATA = ("kernelspec", "language_info", "jupytext", "accelerator", "colab")
 
 
 def clean(path: str) -> bool:
     nb = nbformat.read(path, as_version=4)
     before = nbformat.writes(nb)
-    nb.metadata = {k: v for k, v in nb.metadata.items() if k in ("kernelspec", "language_info", "jupytext")}
+    nb.metadata = {k: v for k, v in nb.metadata.items() if k in KEPT_METADATA}
     nb.metadata.get("language_info", {}).pop("version", None)
+    if "colab" in nb.metadata:  # what Colab adds on a save (the notebook's name, its history) is not the chapter's
+        nb.metadata["colab"] = {k: v for k, v in nb.metadata["colab"].items() if k == "gpuType"} | {"provenance": []}
     for cell in nb.cells:
         cell.metadata = {k: v for k, v in cell.metadata.items() if k == "tags"}
         if cell.cell_type == "code":

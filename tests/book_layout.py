@@ -1,4 +1,5 @@
 """What the tests read from the book's configuration: the repository, the toc, the notebook pairs."""
+import re
 from pathlib import Path
 
 import yaml
@@ -14,6 +15,11 @@ def repository() -> tuple[str, str]:
     """(url, branch) from _config.yml, the one place they are written."""
     repo = book_config()["repository"]
     return repo["url"].rstrip("/"), repo["branch"]
+
+
+def release_tag() -> str:
+    """The tag a chapter's install cell pins: ``v`` and pyproject.toml's version."""
+    return "v" + re.search(r'^version = "([^"]+)"', (ROOT / "pyproject.toml").read_text(), re.M).group(1)
 
 
 def toc_files() -> list[str]:

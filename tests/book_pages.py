@@ -1,5 +1,6 @@
 """The page check: what a reader of the built book must never see (tests/test_book.py runs it on the
-built smoke site, tests/test_page_check.py on pages made to break each rule)."""
+built smoke site, tests/test_page_check.py on pages made to break each rule), and what a reader of a
+notebook, in Jupyter or Colab, must never see in its markdown (:func:`notebook_problems`)."""
 import re
 from pathlib import Path
 
@@ -17,6 +18,33 @@ TRACKING = [  # (pattern, what it is): words about the project's own work, not a
 THE_SEED = re.compile(r"\bthe seed\b|\bseed's\b|\bseed (project|recipe|configuration|shape)\b", re.I)
 RAW_WIDGET = re.compile(r"application/vnd\.jupyter\.widget|\"model_id\"|\b(interactive|IntSlider|FloatSlider|Dropdown)\(")
 PROBLEM_OUTPUT = re.compile(r"Traceback \(most recent call last\)|\b[A-Z]\w*(Warning|Error)\b")
+MYST_DIRECTIVE = re.compile(r"^[ \t]*(:::+|```+[ \t]*\{)", re.M)  # :::{note}, ```{admonition}
+CODE_BLOCK = re.compile(r"^[ \t]*```.*?^[ \t]*```", re.M | re.S)
+ROLE_OR_CODE = re.compile(r"(\{[a-z][\w:-]*\})?`[^`\n]*`")  # {cite:p}`key` is a role, `{x}` is code
+MYST_LABEL = re.compile(r"^[ \t]*\([\w-]+\)=[ \t]*$", re.M)  # (label)=
+
+
+def notebook_problems(paths) -> list[str]:
+    """Every piece of MyST markup in the markdown cells of the notebooks ``paths``, one line each:
+    Jupyter and Colab render plain Markdown only, so a role (``{cite:p}`key```), a directive
+    (``:::`` or a ```` ```{name} ```` fence) or a label target would show as raw text there. Code,
+    in backticks or in a fenced block, may show any of them."""
+    import nbformat
+
+    problems = []
+    for path in paths:
+        for i, cell in enumerate(nbformat.read(path, as_version=4).cells):
+            if cell.cell_type != "markdown":
+                continue
+            found = [("MyST directive", m.start()) for m in MYST_DIRECTIVE.finditer(cell.source)]
+            prose = CODE_BLOCK.sub(lambda m: "\n" * m.group().count("\n"), cell.source)  # keeps line numbers
+            found += [("MyST role", m.start()) for m in ROLE_OR_CODE.finditer(prose) if m.group(1)]
+            found += [("MyST label", m.start()) for m in MYST_LABEL.finditer(prose)]
+            for what, at in sorted(found, key=lambda f: f[1]):
+                line = cell.source[:at].count("\n") + 1 if what == "MyST directive" else prose[:at].count("\n") + 1
+                text = cell.source.splitlines()[line - 1].strip()
+                problems.append(f"{Path(path).name}: markdown cell {i}, line {line}: {what}: {text[:100]!r}")
+    return problems
 
 
 def page_problems(html_dir: Path, entries: list[str] | None = None) -> list[str]:

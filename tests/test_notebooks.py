@@ -1,11 +1,17 @@
 """Every chapter notebook is paired, clean, Colab-ready and follows the chapter pattern."""
 import re
+import shutil
+import sys
 
 import jupytext
 import nbformat
 import pytest
+from jupytext.config import load_jupytext_configuration_file
 
-from book_layout import ROOT, notebooks, repository, toc_files, twin
+from book_layout import ROOT, notebooks, release_tag, repository, toc_files, twin
+
+sys.path.insert(0, str(ROOT / "scripts"))
+import clean_notebooks  # noqa: E402
 
 NOTEBOOKS = notebooks()
 IDS = [nb.stem for nb in NOTEBOOKS]
@@ -51,12 +57,16 @@ def test_chapter_opens_with_badge_setup_and_parameters(path):
     assert badge in first.source, f"{path.name}: the Colab badge must open {badge}"
     assert setup.cell_type == "code" and '"google.colab" in sys.modules' in setup.source
     installs = re.findall(r"pip install[^\n]*", setup.source)
-    assert installs == [f'pip install -q "detrlib @ git+{url}@{branch}"'], (
-        f"{path.name}: on Colab the setup cell installs only detrlib from {url}@{branch}")
-    assert "torch" not in setup.source.replace("# Setup: on Colab, install detrlib from the repository. "
-                                               "Colab already has torch: never reinstall it.", "")
+    assert installs == [f'pip install -q "detrlib @ git+{url}@{release_tag()}"'], (
+        f"{path.name}: on Colab the setup cell installs only detrlib, the release {release_tag()} of {url} "
+        "(run `make sync`)")
+    assert "torch" not in setup.source.replace("# Setup: on Colab, install the detrlib release this chapter was "
+                                               "written with. Colab already has torch: never reinstall it.", "")
     assert params.cell_type == "code" and "parameters" in params.metadata.get("tags", [])
     assert re.search(r"^PROFILE = ", params.source, re.M)
+    banner = nb.cells[3]
+    assert banner.cell_type == "code" and "gpu_runtime_banner(PROFILE)" in banner.source, (
+        f"{path.name}: the cell after the parameters prints, on Colab without a GPU, how to switch the runtime")
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=IDS)
@@ -70,7 +80,37 @@ def test_chapter_has_objectives_summary_and_folded_exercises(path):
     assert folded, f"{path.name}: the solutions must be folded in <details><summary>Solutions</summary>"
     assert 2 <= len(re.findall(r"^\d+\. ", questions, re.M)) <= 4, f"{path.name}: 2-4 exercises"
     assert re.search(r"^\d+\. ", solutions, re.M), f"{path.name}: the folded block has no solutions"
-    assert "{cite:p}`" in text or "{cite:t}`" in text, f"{path.name} cites no paper"
+    papers = set(re.findall(r"url\s*=\s*\{([^}]+)\}", (ROOT / "book" / "references.bib").read_text()))
+    links = set(re.findall(r"\]\((https?://[^)\s]+)\)", text))
+    assert links & papers, f"{path.name} cites no paper of book/references.bib (a link to its url)"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=IDS)
+def test_colab_opens_the_chapter_on_a_gpu_runtime(path):
+    """Colab reads the notebook's ``accelerator`` and ``colab.gpuType`` to pick the runtime it opens."""
+    meta = nbformat.read(path, as_version=4).metadata
+    assert (meta.get("accelerator"), meta.get("colab", {}).get("gpuType")) == ("GPU", "T4"), (
+        f"{path.name} opens on a CPU runtime in Colab: its twin's front matter needs accelerator: GPU and "
+        "colab: {gpuType: T4}")
+    assert jupytext.read(twin(path)).metadata["colab"] == meta["colab"]
+
+
+def test_make_sync_keeps_the_colab_runtime(tmp_path):
+    """Both steps of ``make sync`` keep it: jupytext's metadata filter, and the cleaning that strips outputs
+    (and what Colab adds when it saves: the notebook's name, its history)."""
+    path = tmp_path / NOTEBOOKS[0].name
+    shutil.copy(NOTEBOOKS[0], path)
+    nb = nbformat.read(path, as_version=4)
+    nb.metadata["colab"] |= {"name": "copy of a chapter", "provenance": [{"file_id": "1x"}]}
+    nb.metadata["widgets"] = {"state": {}}
+    nbformat.write(nb, path)
+    assert clean_notebooks.clean(str(path))
+    kept = nbformat.read(path, as_version=4).metadata
+    assert kept["accelerator"] == "GPU" and kept["colab"] == {"gpuType": "T4", "provenance": []}
+    assert "widgets" not in kept
+    config = load_jupytext_configuration_file(str(ROOT / "jupytext.toml"))
+    front = jupytext.writes(nb, "md:myst", config=config).split("---")[1]
+    assert "accelerator: GPU" in front and "gpuType: T4" in front and "widgets" not in front
 
 
 def test_every_notebook_is_in_the_toc_and_every_toc_entry_exists():
@@ -79,3 +119,27 @@ def test_every_notebook_is_in_the_toc_and_every_toc_entry_exists():
         assert f"notebooks/{path.stem}" in entries, f"{path.name} is missing from _toc.yml"
     for entry in entries:
         assert list(ROOT.glob(entry + ".*")), f"_toc.yml lists {entry}, which does not exist"
+
+
+def test_the_full_recipe_is_one_command():
+    """Wherever the chapters and the README give the command that trains the full recipe on Colab, it
+    is the same command, into the runs folder the chapters' Drive cell sets up."""
+    pages = [ROOT / "README.md", *sorted((ROOT / "book").glob("*.md"))]
+    found = {(page.name, match.group(0).strip()) for page in pages
+             for match in re.finditer(r"python -m detrlib train --profile full --out /content/drive[^\n`]*",
+                                      page.read_text())}
+    commands = {command for _, command in found}
+    assert len(commands) == 1, f"the full recipe's command differs between pages: {sorted(found)}"
+    assert "/content/drive/MyDrive/detrlib/runs/" in commands.pop()
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=IDS)
+def test_every_figure_has_a_caption_and_fits_a_notebook_column(path):
+    """A chapter shows a figure with ``detrlib.widgets.show(caption)`` (or ``explore``, whose caption is an
+    argument), never a bare ``plt.show()``, and draws none wider than a notebook column."""
+    from detrlib.viz import PAGE_WIDTH
+
+    code = "\n".join(c.source for c in nbformat.read(path, as_version=4).cells if c.cell_type == "code")
+    assert "plt.show()" not in code, f"{path.name}: show a figure with detrlib.widgets.show(caption), not plt.show()"
+    wide = [w for w in re.findall(r"figsize=\(\s*([\d.]+)", code) if float(w) > PAGE_WIDTH]
+    assert not wide, f"{path.name}: figures {wide} inches wide, wider than a notebook column ({PAGE_WIDTH})"

@@ -1,10 +1,14 @@
 """The page check finds each thing a reader must never see, on small pages made to show it, and
-passes a clean page (the real check runs on the built smoke site in tests/test_book.py)."""
+passes a clean page (the real check runs on the built smoke site in tests/test_book.py); the notebook
+check finds MyST markup in a small notebook's markdown, and none in the book's notebooks."""
 import io
 
+import nbformat
+import pytest
 from PIL import Image
 
-from book_pages import page_problems
+from book_layout import notebooks
+from book_pages import notebook_problems, page_problems
 
 CLEAN_CHAPTER = """
 <html><body><nav>Open an issue</nav><article>
@@ -58,3 +62,45 @@ def test_each_rule_finds_its_breach(tmp_path):
         assert old in CLEAN_CHAPTER, old
         found = site(tmp_path / expected.replace(" ", "_").replace("'", ""), CLEAN_CHAPTER.replace(old, new, 1))
         assert any(expected in problem for problem in found), f"{expected!r} not reported: {found}"
+
+
+CLEAN_MARKDOWN = """The warm-up lasts the first steps ([Carion et al., 2020](https://arxiv.org/abs/2005.12872)).
+
+```python
+x = {"a": 1}  # a code block is not a directive
+```
+
+<details>
+<summary>Solutions</summary>
+
+1. `{glue:text}` is how the site used to quote numbers.
+
+</details>"""
+
+
+def notebook(tmp_path, markdown: str):
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell("# 4. Training"),
+                                         nbformat.v4.new_code_cell('say(f"{steps} steps")'),
+                                         nbformat.v4.new_markdown_cell(markdown)])
+    path = tmp_path / "04_training.ipynb"
+    nbformat.write(nb, path)
+    return notebook_problems([path])
+
+
+@pytest.mark.parametrize("breach, expected", [
+    ("The warm-up lasts {glue:text}`warmup_steps` steps.", "MyST role: 'The warm-up lasts {glue:text}"),
+    ("DETR {cite:p}`carion2020detr` predicts a set.", "MyST role"),
+    ("See {doc}`glossary`.", "MyST role"),
+    (":::{note}\nA note.\n:::", "MyST directive: ':::{note}'"),
+    ("```{admonition} Solutions\n1. Like this.\n```", "MyST directive"),
+    ("(warm-up)=\n## Warm-up", "MyST label"),
+])
+def test_the_notebook_check_finds_myst_markup(tmp_path, breach, expected):
+    assert notebook(tmp_path, CLEAN_MARKDOWN) == []
+    found = notebook(tmp_path, CLEAN_MARKDOWN + "\n\n" + breach)
+    assert any(expected in problem for problem in found), found
+
+
+def test_the_book_notebooks_are_plain_markdown():
+    problems = notebook_problems(notebooks())
+    assert not problems, "MyST markup that Jupyter and Colab show as raw text:\n" + "\n".join(problems)
