@@ -38,7 +38,7 @@ notebooks: $(STAMP)
 # The chapters' runs live in _build/runs. scripts/build_book.py forgets stale executions, builds, checks every
 # page, and fails naming each page that did not execute or does not read cleanly.
 book: $(STAMP)
-	DETRLIB_PROFILE=quick DETRLIB_STATIC_WIDGETS=1 DETRLIB_RUNS=$(CURDIR)/_build/runs $(PY) scripts/build_book.py
+	DETRLIB_PROFILE=quick DETRLIB_STATIC_WIDGETS=1 TQDM_DISABLE=1 DETRLIB_RUNS=$(CURDIR)/_build/runs $(PY) scripts/build_book.py
 
 book-clean:
 	rm -rf _build

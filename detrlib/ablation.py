@@ -21,7 +21,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from detrlib import results
-from detrlib.config import Config, machine
+from detrlib.config import Config
+from detrlib.environment import machine
+from detrlib.errors import ConfigError, MissingFileError
 from detrlib.results import refresh_index
 
 METRICS = ("AP50", "AP", "head_AP50", "tail_AP50", "train_time_s")
@@ -102,7 +104,7 @@ def ablate(cfg: Config, seeds: list[int], out: str | Path | None = None, repeats
     from detrlib.model import count_parameters
 
     if not seeds:
-        raise ValueError("ablate needs at least one seed")
+        raise ConfigError("ablate needs at least one seed")
     train_set = build_dataset(cfg.data, "train")
     steps = cfg.train.total_steps(len(train_set))
     plan = variants(cfg, steps, rfs_threshold)
@@ -157,7 +159,7 @@ def load_results(path: str | Path) -> dict:
     """A results file written by :func:`ablate`."""
     path = Path(path)
     if not path.exists():
-        raise FileNotFoundError(f"no results file {path}: write it with python -m detrlib ablate --out {path}")
+        raise MissingFileError(f"no results file {path}: write it with python -m detrlib ablate --out {path}")
     return json.loads(path.read_text())
 
 
@@ -166,7 +168,7 @@ def measured_results(name: str = "quick-ablation.json") -> Path:
     fetched from the repository (as on Colab, where only the package is installed)."""
     paths, why = results.find(name)
     if not paths:
-        raise FileNotFoundError(f"no {name} in {results.where()}" + (f": {why}" if why else ""))
+        raise MissingFileError(f"no {name} in {results.where()}" + (f": {why}" if why else ""))
     return paths[0]
 
 

@@ -13,7 +13,7 @@ project's changes (fewer decoder layers and queries, denoising) are assumed to c
 
 Once a T4 has been measured (``python -m detrlib bench gpu --out results/gpu-<name>.json``,
 committed), its step time replaces the estimate (:func:`step_seconds`). A run prints what it
-measures after :data:`WARMUP_STEPS` steps, and ``train.max_minutes`` stops a slower GPU.
+measures after :data:`~detrlib.engine.WARMUP_STEPS` steps, and ``train.max_minutes`` stops a slower GPU.
 """
 from __future__ import annotations
 
@@ -23,14 +23,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from detrlib import results
-from detrlib.config import GPU_PROFILES, Config, DataConfig
+from detrlib.config import Config, DataConfig
+from detrlib.errors import ConfigError
 
 DETR_TRAINING = {"epochs": 300, "images": 118_287, "days": 3, "gpus": 16}  # Carion et al. 2020: COCO, V100s, fp32
 V100_IMAGE_SECONDS = DETR_TRAINING["days"] * 86400 * DETR_TRAINING["gpus"] / (DETR_TRAINING["epochs"] * DETR_TRAINING["images"])
 SPEED_VS_V100 = {"T4": 0.7, "A100": 3.0}  # assumed: mixed precision (T4 fp16, A100 bf16) against a V100 in fp32
 EVAL_SHARE = 1 / 3  # an evaluated image costs about a third of a trained one (a forward pass, no backward)
 VOC07_LONGTAIL_IMAGES = 2500  # about what the exp50 subset of VOC 2007 trainval keeps: an estimate
-WARMUP_STEPS = 20  # steps a run takes before it prints its measured speed
 SETUP_MINUTES = 3.0  # installing detrlib, downloading VOC 2007 (0.9 GB) and the COCO checkpoint
 INSTALL_MINUTES = 1.0  # installing detrlib alone
 
@@ -104,7 +104,7 @@ def run_config(name: str, cfg: Config) -> Config:
         from detrlib.prune import usage_ordered_path
 
         return cfg.replace(**{"train.init_checkpoint": str(usage_ordered_path(cfg))})
-    raise ValueError(f"unknown chapter run {name!r}: choose one of denoising, vanilla, usage-pruned")
+    raise ConfigError(f"unknown chapter run {name!r}: choose one of denoising, vanilla, usage-pruned")
 
 
 def measured_step_seconds(profile: str, results_dir: str | Path | None = None) -> float | None:
@@ -204,21 +204,6 @@ def chapter_plan(chapter: str, cfg: Config) -> str:
         lines.append(f"  installing detrlib: about {INSTALL_MINUTES:.0f} min")
     lines.append(f"expected: about {total:.0f} minutes for the whole chapter")
     return "\n".join(lines)
-
-
-def progress_line(seconds_per_step: float, device: str, steps_left: int, cfg: Config,
-                  elapsed_s: float) -> str:
-    """What a run prints after its warm-up: its measured speed, and how long the rest takes."""
-    minutes = steps_left * seconds_per_step / 60
-    line = (f"measured {seconds_per_step:.3f} s per step on {device}: the remaining {steps_left} steps "
-            f"take about {minutes:.1f} min")
-    if cfg.profile in GPU_PROFILES:
-        sps, source = step_seconds(cfg)
-        line += f" (T4 {source}: {sps:.2f} s per step)"
-    cap = cfg.train.max_minutes
-    if cap and elapsed_s / 60 + minutes > cap:
-        line += f"; the {cap:g}-minute cap (train.max_minutes) ends the run before that"
-    return line
 
 
 def cap_note(histories: dict[str, list[dict]], cfg: Config) -> str:

@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from detrlib.config import downloads_dir
+from detrlib.errors import CheckpointError, DivergedError, MissingFileError, StorageError
 
 OFFICIAL_R50_URL = "https://dl.fbaipublicfiles.com/detr/detr-r50-e632da11.pth"
 _LAYER = re.compile(r"^transformer\.(encoder|decoder)\.layers\.(\d+)\.")
@@ -87,7 +88,7 @@ def read_state_dict(path_or_url: str | Path) -> tuple[dict, str]:
     is_url = re.match(r"^(https?|file)://", source) is not None
     path = fetch(source) if is_url else Path(source)
     if not path.exists():
-        raise FileNotFoundError(f"checkpoint {path} not found: pass a path or the URL {OFFICIAL_R50_URL}")
+        raise MissingFileError(f"checkpoint {path} not found: pass a path or the URL {OFFICIAL_R50_URL}")
     obj = load_checkpoint(path)
     sd = obj.get("model", obj) if isinstance(obj, dict) else None
     if not isinstance(sd, dict) or not sd or not all(torch.is_tensor(v) for v in sd.values()):
@@ -203,8 +204,8 @@ def atomic_write(path: Path, write) -> Path:
     except (OSError, RuntimeError) as err:  # torch.save reports a failed write as a RuntimeError
         tmp.unlink(missing_ok=True)
         reason = err.strerror if isinstance(err, OSError) and err.strerror else str(err).splitlines()[0]
-        raise OSError(getattr(err, "errno", None), f"cannot write {path}: {reason}; free some space, or "
-                      "choose a folder you can write to") from err
+        raise StorageError(getattr(err, "errno", None), f"cannot write {path}: {reason}; free some space, or "
+                           "choose a folder you can write to") from err
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
@@ -218,7 +219,7 @@ def save_checkpoint(state: dict, directory: str | Path, step: int, keep_last: in
     a good one.
     """
     if not _all_finite(state["model"]):
-        raise FloatingPointError(f"refusing to write checkpoint at step {step}: the model has NaN/inf weights")
+        raise DivergedError(f"refusing to write checkpoint at step {step}: the model has NaN/inf weights")
     path = atomic_save(state, Path(directory) / f"ckpt-{step:08d}.pt")
     for old in list_checkpoints(directory)[:-keep_last] if keep_last > 0 else []:
         old.unlink()
@@ -236,10 +237,6 @@ def list_checkpoints(directory: str | Path) -> list[Path]:
     if not directory.is_dir():
         return []
     return sorted(p for p in directory.iterdir() if _NAME.match(p.name))
-
-
-class CheckpointError(ValueError):
-    """A file that cannot be read as a checkpoint; the message names it and says what it is not."""
 
 
 _MAGIC = {b"\x89PNG": "a PNG image", b"\xff\xd8\xff": "a JPEG image", b"\x93NUMPY": "a NumPy array file",
@@ -311,7 +308,7 @@ def reference_checkpoint(profile: str = "quick") -> Path:
     train`` (the command is in ``checkpoints/README.md``), for chapters that show what a trained
     model does. Read from the repository checkout when there, else downloaded from the repository
     and checked against its SHA-256."""
-    from detrlib.config import repository_file
+    from detrlib.data.download import repository_file
 
     name, sha256 = REFERENCE[profile]
     return repository_file(f"checkpoints/{name}", sha256)
@@ -336,7 +333,7 @@ def load_trained(path: str | Path, map_location="cpu"):
             raise CheckpointError(f"{err}; pass another checkpoint, or a run folder to use its newest readable "
                                   "one") from None
     else:
-        raise FileNotFoundError(f"checkpoint {path} does not exist")
+        raise MissingFileError(f"checkpoint {path} does not exist")
     if not isinstance(state, dict) or "config" not in state or not _is_state_dict(state.get("model")):
         official = isinstance(state, dict) and _is_state_dict(state.get("model"))
         raise CheckpointError(
@@ -375,7 +372,7 @@ def _trained_state(folder: Path, map_location) -> tuple[dict, Path]:
             problem = str(err)
     state = load_latest(folder / "checkpoints", map_location)
     if state is None:
-        raise FileNotFoundError(f"{folder} holds no readable checkpoint (looked in {folder / 'checkpoints'}): "
+        raise MissingFileError(f"{folder} holds no readable checkpoint (looked in {folder / 'checkpoints'}): "
                                 "train first, or pass another run folder")
     if problem:
         warnings.warn(f"{problem}; using the newest readable checkpoint, {state['path']}", stacklevel=3)

@@ -7,11 +7,14 @@ command with one line naming the file or field and what to do, and exit code 1; 
 from __future__ import annotations
 
 import argparse
+import errno
 import os
 import sys
 import typing
 import warnings
 from pathlib import Path
+
+from detrlib.errors import DetrlibError, ExistingFileError
 
 
 def _rounded(value) -> str:
@@ -102,45 +105,22 @@ TOY_FLAGS = {"--train": "data.toy_train", "--val": "data.toy_val", "--seed": "da
              "--clutter": "data.toy_clutter"}
 
 
-# how the train command settles its settings; the README says the same
-PRECEDENCE = ("Settings are settled in this order, each step changing the one before: the profile (--profile, "
-              "else DETRLIB_PROFILE, else gpu on a CUDA GPU and quick otherwise); DETRLIB_SET, a JSON object of "
-              "fields such as '{\"train.max_steps\": 300}'; then --set SECTION.FIELD=VALUE and the flags, which "
-              "must agree where they name the same field.")
-
-
 def _config_from_args(args: argparse.Namespace):
-    """The train command's config, settled as :data:`PRECEDENCE` says."""
-    from detrlib.config import (ConfigError, check_value, environment_settings, get_profile, parse_setting,
-                                profile_settings)
+    """The train command's config, settled in :data:`detrlib.config.ORDER`."""
+    from detrlib.config import settle
 
-    cfg = environment_settings(profile_settings(args.profile)) if args.profile else get_profile()
     flags = {key: (flag, getattr(args, flag[2:].replace("-", "_"))) for flag, key in TRAIN_FLAGS.items()}
-    flags = {key: (flag, tuple(v) if isinstance(v, list) else v) for key, (flag, v) in flags.items() if v is not None}
-    changes = {key: value for key, (_, value) in flags.items()}
-    if args.data is not None and cfg.data.toy_train:  # a given folder replaces the generated toy VOC
-        changes.setdefault("data.train_sets", ("VOC2007:trainval", "VOC2012:trainval"))
-        changes.setdefault("data.val_sets", ("VOC2007:test",))
-    for item in args.set or []:
-        key, value = parse_setting(item)
-        if key in flags and check_value(key, value) != check_value(key, flags[key][1]):
-            flag, given = flags[key]
-            shown = " ".join(map(str, given)) if isinstance(given, tuple) else given
-            raise ConfigError(f"{flag} {shown} and --set {item} disagree: give {key} once")
-        changes[key] = value
-    return cfg.replace(**changes)
+    return settle(named=args.profile, sets=args.set or [], flags=flags)
 
 
 def _train(args: argparse.Namespace) -> int:
     import torch
 
     from detrlib.checkpoint import list_checkpoints
-    from detrlib.config import check_device
     from detrlib.engine import train
     from detrlib.runfolder import read_metrics, run_dir
 
     cfg = _config_from_args(args)
-    check_device(cfg)
     out = run_dir(cfg) if args.out is None else Path(args.out)
     if args.resume and not list_checkpoints(out / "checkpoints"):
         warnings.warn(f"--resume: {out} {'holds no checkpoint' if out.exists() else 'does not exist'}, so there is "
@@ -152,9 +132,6 @@ def _train(args: argparse.Namespace) -> int:
         print(f"python -m detrlib train: the GPU ran out of memory at batch size {cfg.train.batch_size}: "
               "lower --batch-size (and raise --set train.grad_accum_steps=N to keep the same effective "
               "batch), or turn on mixed precision with --amp auto", file=sys.stderr)
-        return 1
-    except FloatingPointError as err:
-        print(f"python -m detrlib train: {err}", file=sys.stderr)
         return 1
     last = read_metrics(out)[-1:] or [{}]
     print(f"run folder: {out} (AP50 {_rounded(last[0].get('AP50'))}, checkpoints in {out / 'checkpoints'})")
@@ -275,9 +252,9 @@ def _prune(args: argparse.Namespace) -> int:
 def _ablate(args: argparse.Namespace) -> int:
     from detrlib.ablation import ablate, table
     from detrlib.bench import format_table
-    from detrlib.config import environment_settings, get_profile, profile_settings
+    from detrlib.config import settle
 
-    cfg = environment_settings(profile_settings(args.profile)) if args.profile else get_profile()
+    cfg = settle(named=args.profile)
     result = ablate(cfg, args.seeds, args.out, repeats=args.repeats, rfs_threshold=args.rfs_threshold,
                     progress=args.progress, note=args.note)
     where = f"{cfg.profile} profile, seeds {args.seeds}, {result['machine']['cpu']}"
@@ -292,7 +269,7 @@ def _check_new(paths, option: str) -> None:
     """Refuse to write over what the user has: nothing a command writes may exist already."""
     for path in paths:
         if Path(path).exists():
-            raise FileExistsError(f"{path} already exists: choose another {option}, or move it away first")
+            raise ExistingFileError(f"{path} already exists: choose another {option}, or move it away first")
 
 
 def _picture_names(inputs: list[Path], out: Path) -> list[Path]:
@@ -353,7 +330,7 @@ def _probability(text: str) -> float:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from detrlib.config import PROFILES, Config, profile_settings
+    from detrlib.config import ORDER, PROFILES, Config, profile_settings
 
     parser = argparse.ArgumentParser(prog="python -m detrlib", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True, metavar="command")
@@ -386,7 +363,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     train = commands.add_parser(
         "train", help="train DETR; writes checkpoints and metrics.jsonl into a run folder",
-        description="Train DETR in a profile's settings, changed by the options below. " + PRECEDENCE + " The run "
+        description="Train DETR in a profile's settings, changed by the options below. " + ORDER + " The run "
                     "folder holds config.json, metrics.jsonl (one JSON object per evaluation) and checkpoints/.")
     train.add_argument("--profile", choices=PROFILES,
                        help="settings to start from (default: gpu on a CUDA GPU, quick otherwise; full is the "
@@ -484,16 +461,13 @@ def _describe(err: BaseException) -> str:
 
 
 def _is_user_error(err: Exception) -> bool:
-    """Whether ``err`` is a user's mistake (bad data, field, file or disk; DataError, ConfigError and
-    CheckpointError are ValueErrors) rather than a bug."""
-    from detrlib.data.download import DownloadError
-    from detrlib.runfolder import RunFolderError
-
-    torch, engine = sys.modules.get("torch"), sys.modules.get("detrlib.engine")
+    """Whether ``err`` is meant for the user: a :class:`~detrlib.errors.DetrlibError`, a machine out of
+    GPU memory, or a disk or permission the system refuses. Anything else is a bug."""
+    torch = sys.modules.get("torch")
     out_of_memory = (torch.cuda.OutOfMemoryError,) if torch else ()
-    lost = (engine.ProcessGroupError,) if engine else ()  # another process's own message says why
-    return isinstance(err, (ValueError, OSError, DownloadError, RunFolderError, FloatingPointError, *out_of_memory,
-                            *lost))
+    refused = isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM,
+                                                         errno.EROFS)
+    return isinstance(err, (DetrlibError, *out_of_memory)) or refused
 
 
 def main(argv: list[str] | None = None) -> int:

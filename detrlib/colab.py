@@ -1,13 +1,16 @@
-"""Colab, for the chapters: the banner a runtime without a GPU prints, and Google Drive for the runs.
+"""Colab, for the chapters: the banner a runtime without a GPU prints, and Google Drive for the runs
+and downloads (the library itself reads only ``DETRLIB_RUNS`` and ``DETRLIB_DOWNLOADS``).
 
 Both do nothing beyond printing outside Colab, so a chapter calls them unconditionally.
 """
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
 DRIVE = "/content/drive"
+COLAB_DRIVE = Path(DRIVE) / "MyDrive"  # where Colab mounts the reader's Drive
 GPU_RUNTIME = "Runtime > Change runtime type > T4 GPU > Save"
 
 
@@ -18,7 +21,6 @@ def on_colab() -> bool:
 def gpu_runtime_banner(profile: str | None = None) -> None:
     """On Colab without a CUDA GPU, print how to switch to a GPU runtime and what runs instead
     (the profile a chapter's ``PROFILE`` and ``DETRLIB_PROFILE`` choose); elsewhere nothing."""
-    import torch
 
     from detrlib.config import GPU_PROFILES, has_cuda, resolve_profile
 
@@ -51,7 +53,19 @@ def mount_drive() -> None:
         except Exception as err:  # permission refused, or no Drive in this runtime
             note = (f" (Google Drive is not mounted: {err}; these runs live on the Colab VM's own disk, "
                     "which a disconnect erases)")
+    use_drive()
     print(f"runs live in {shown_path(runs_dir())}{note}")
+
+
+def use_drive() -> None:
+    """When Google Drive is mounted, keep runs and downloads in ``MyDrive/detrlib`` (unless
+    ``DETRLIB_RUNS`` or ``DETRLIB_DOWNLOADS`` already name a folder): a disconnect then erases
+    neither, and a new session fetches nothing again."""
+    if not COLAB_DRIVE.is_dir():
+        return
+    for variable, folder in (("DETRLIB_RUNS", "runs"), ("DETRLIB_DOWNLOADS", "downloads")):
+        if not os.environ.get(variable):
+            os.environ[variable] = str(COLAB_DRIVE / "detrlib" / folder)
 
 
 def shown_path(path: str | Path) -> str:

@@ -19,10 +19,11 @@ import json
 import math
 import os
 import re
-import sys
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from detrlib.errors import ConfigError
 
 GPU_PROFILES = ("gpu", "full")  # the profiles that train DETR-R50 and need a CUDA GPU
 REPOSITORY = "https://github.com/detrlib/detr-book"  # as in _config.yml (a test keeps them equal)
@@ -34,7 +35,7 @@ def knob(default, help: str):
     return field(default=default, metadata={"help": help})
 
 
-@dataclass
+@dataclass(frozen=True)
 class DataConfig:
     """Where the images come from and how they are resized.
 
@@ -68,7 +69,7 @@ class DataConfig:
         check_fields(self, "data")
 
 
-@dataclass
+@dataclass(frozen=True)
 class ModelConfig:
     """DETR's architecture. Names follow the original DETR arguments where one exists."""
 
@@ -102,7 +103,7 @@ class ModelConfig:
         check_fields(self, "model")
 
 
-@dataclass
+@dataclass(frozen=True)
 class TrainConfig:
     """Optimisation, loss weights, precision and bookkeeping."""
 
@@ -152,9 +153,12 @@ class TrainConfig:
 
 
 SECTIONS = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig}
+# settings that only bound or place a run, not its weights: they stay out of the run's identity (Config.key)
+PLACEMENT = frozenset({"data.download", "data.num_workers", "train.device", "train.max_minutes", "train.eval_every",
+                       "train.checkpoint_every", "train.keep_last"})
 
 
-@dataclass
+@dataclass(frozen=True)
 class Config:
     profile: str = "full"
     data: DataConfig = field(default_factory=DataConfig)
@@ -202,8 +206,13 @@ class Config:
         return Config.from_dict(d)
 
     def key(self) -> str:
-        """A short hash of every setting, used to name (and reuse) run folders."""
-        blob = json.dumps(self.to_dict(), sort_keys=True, default=str).encode()
+        """A short hash of the settings that make a run's weights, which names (and reuses) its run
+        folder: not those in :data:`PLACEMENT`, so raising the time cap continues a run."""
+        d = self.to_dict()
+        for name in PLACEMENT:
+            section, field_name = name.split(".")
+            del d[section][field_name]
+        blob = json.dumps(d, sort_keys=True, default=str).encode()
         return hashlib.sha1(blob).hexdigest()[:10]
 
     def describe(self) -> str:
@@ -224,10 +233,6 @@ class Config:
 # least one element. The upper bounds keep a damaged or hostile config (a checkpoint's) from
 # allocating more than any DETR needs.
 
-class ConfigError(ValueError):
-    """A config key or value that cannot be used; the message names the field."""
-
-
 RANGES = {  # interval notation, "inf" for no bound
     "data.toy_image_size": "[64, 4096]", "data.toy_max_objects": "[1, 100]", "data.toy_clutter": "[0, 100]",
     "data.train_scales": "[1, 8192]", "data.max_size": "[1, 8192]", "data.val_size": "[1, 8192]",
@@ -241,9 +246,7 @@ RANGES = {  # interval notation, "inf" for no bound
     "train.lr": "(0, inf)", "train.eval_every": "[1, inf)", "train.eos_coef": "[0, 1]",
     "train.balanced_beta": "[0, 1)", "train.focal_alpha": "[0, 1]", "train.seed": "[0, 4294967295]",
 }
-CHOICES = {
-    "model.backbone": ("resnet18", "resnet34", "resnet50", "resnet101"),
-    "model.position_embedding": ("sine", "learned"),
+CHOICES = {  # the model's part names are the registry's (detrlib.model.registry.check)
     "train.lr_schedule": ("step", "cosine"),
     "model.class_head": ("softmax", "sigmoid"),
     "train.class_loss": ("ce", "balanced", "focal", "sigmoid_focal"),
@@ -331,7 +334,7 @@ def check_fields(section, name: str) -> None:
     """Check (and normalise: lists to tuples, ints to floats) every field of a config section."""
     for field_name, kind in field_types(type(section)).items():
         key = f"{name}.{field_name}"
-        setattr(section, field_name, _checked(key, getattr(section, field_name), kind))
+        object.__setattr__(section, field_name, _checked(key, getattr(section, field_name), kind))  # normalised
     if name == "model":
         m = section
         if m.hidden_dim % m.nheads:
@@ -463,43 +466,82 @@ def has_cuda() -> bool:
     return torch.cuda.is_available()
 
 
-def resolve_profile(name: str | None = None) -> str:
-    """``DETRLIB_PROFILE`` if set, else ``name``, else ``gpu`` on a CUDA GPU and ``quick`` otherwise."""
-    chosen = os.environ.get("DETRLIB_PROFILE") or name or ("gpu" if has_cuda() else "quick")
+# The one order in which settings are settled (the README and ``train --help`` quote it).
+ORDER = ("Settings are settled in this order, each step changing the one before: the profile (--profile, "
+         "else DETRLIB_PROFILE, else the chapter's PROFILE, else gpu on a CUDA GPU and quick otherwise); "
+         "DETRLIB_SET, a JSON object of fields such as '{\"train.max_steps\": 300}'; then --set SECTION.FIELD=VALUE "
+         "and the flags, which must agree where they name the same field. A data root given on a profile that "
+         "trains on the generated toy VOC reads VOC 2007+2012 trainval and validates on VOC 2007 test.")
+
+
+def resolve_profile(default: str | None = None, named: str | None = None) -> str:
+    """The profile :data:`ORDER` picks: ``named`` (a command's ``--profile``), else
+    ``DETRLIB_PROFILE``, else ``default`` (a chapter's ``PROFILE``), else gpu on a CUDA GPU and quick
+    otherwise."""
+    chosen = named or os.environ.get("DETRLIB_PROFILE") or default or ("gpu" if has_cuda() else "quick")
     if chosen not in PROFILES:
-        raise ValueError(f"unknown profile {chosen!r}: choose one of {', '.join(PROFILES)} "
-                         "(check the DETRLIB_PROFILE environment variable)")
+        raise ConfigError(f"unknown profile {chosen!r}: choose one of {', '.join(PROFILES)}"
+                          + ("" if named else " (check the DETRLIB_PROFILE environment variable)"))
     return chosen
+
+
+def settle(default: str | None = None, named: str | None = None, sets: list[str] | tuple = (),
+           flags: dict | None = None) -> Config:
+    """The settings, settled once in :data:`ORDER`: the profile (:func:`resolve_profile`),
+    ``DETRLIB_SET``, the ``--set`` items (``"SECTION.FIELD=VALUE"``) and ``flags`` (``{"train.lr":
+    ("--lr", 1e-4)}``: field -> the flag that gave it, and its value). Each value is checked once, by
+    the :class:`Config` it makes."""
+    cfg = _with_environment(profile_settings(resolve_profile(default, named)))
+    flags = {key: given for key, given in (flags or {}).items() if given[1] is not None}
+    changes = {key: tuple(value) if isinstance(value, list) else value for key, (_, value) in flags.items()}
+    for item in sets:
+        key, value = parse_setting(item)
+        if key in flags and check_value(key, value) != check_value(key, changes[key]):
+            flag, given = flags[key]
+            shown = " ".join(map(str, given)) if isinstance(given, (list, tuple)) else given
+            raise ConfigError(f"{flag} {shown} and --set {item} disagree: give {key} once")
+        changes[key] = value
+    if changes.get("data.root") and cfg.data.toy_train:  # a given folder replaces the generated toy VOC
+        changes.setdefault("data.train_sets", ("VOC2007:trainval", "VOC2012:trainval"))
+        changes.setdefault("data.val_sets", ("VOC2007:test",))
+    cfg = cfg.replace(**changes)
+    check_parts(cfg.model)
+    return cfg
+
+
+def check_parts(model: ModelConfig) -> None:
+    """Refuse part names (backbone, layer types, ...) that the registry does not hold: it is their one list."""
+    from detrlib.model.registry import check  # the parts register themselves when detrlib.model loads
+
+    check(model)
 
 
 def check_device(cfg: Config) -> None:
     """Refuse a GPU profile (DETR-R50) on a machine without CUDA, unless ``train.device`` asks for
     the CPU by name."""
     if cfg.profile in GPU_PROFILES and cfg.train.device == "auto" and not has_cuda():
-        raise ValueError(f"the {cfg.profile} profile trains DETR-R50 and needs a CUDA GPU, and none is visible: "
-                         "use the quick profile on a CPU (--profile quick; in a chapter, PROFILE = \"quick\"), "
-                         "or set train.device=cpu to run it on the CPU anyway (days, not minutes)")
+        raise ConfigError(f"the {cfg.profile} profile trains DETR-R50 and needs a CUDA GPU, and none is visible: "
+                          "use the quick profile on a CPU (--profile quick; in a chapter, PROFILE = \"quick\"), "
+                          "or set train.device=cpu to run it on the CPU anyway (days, not minutes)")
 
 
 def get_profile(name: str | None = None) -> Config:
-    """The settings of a profile (see :func:`resolve_profile` for how it is chosen), changed by
-    ``DETRLIB_SET`` (:func:`environment_settings`)."""
-    return environment_settings(profile_settings(resolve_profile(name)))
+    """A chapter's settings: :func:`settle` with ``name`` (its ``PROFILE``) as the default profile."""
+    return settle(default=name)
 
 
-def environment_settings(cfg: Config) -> Config:
+def _with_environment(cfg: Config) -> Config:
     """``cfg`` changed by ``DETRLIB_SET`` when set: a JSON object of dotted fields, e.g.
-    ``DETRLIB_SET='{"train.max_steps": 300}'``, which runs every chapter with those changes (and
-    every command, whichever profile it names); an invalid one is refused wherever it is read."""
+    ``DETRLIB_SET='{"train.max_steps": 300}'``, which runs every chapter and command with those changes."""
     changes = os.environ.get("DETRLIB_SET")
     if not changes:
         return cfg
     try:
         changes = json.loads(changes)
     except json.JSONDecodeError as err:
-        raise ValueError(f"DETRLIB_SET is not a JSON object ({err}): write it as '{{\"train.max_steps\": 300}}'") from None
+        raise ConfigError(f"DETRLIB_SET is not a JSON object ({err}): write it as '{{\"train.max_steps\": 300}}'") from None
     if not isinstance(changes, dict):
-        raise ValueError("DETRLIB_SET must be a JSON object of dotted fields, e.g. '{\"train.max_steps\": 300}'")
+        raise ConfigError("DETRLIB_SET must be a JSON object of dotted fields, e.g. '{\"train.max_steps\": 300}'")
     try:
         return cfg.replace(**{k: tuple(v) if isinstance(v, list) else v for k, v in changes.items()})
     except ConfigError as err:
@@ -507,10 +549,10 @@ def environment_settings(cfg: Config) -> Config:
 
 
 def profile_settings(name: str) -> Config:
-    """The settings of the profile ``name`` itself, whatever ``DETRLIB_PROFILE`` says: to show
-    another profile's recipe (:func:`get_profile` chooses the profile to run)."""
+    """The settings of the profile ``name`` itself, whatever ``DETRLIB_PROFILE`` and ``DETRLIB_SET``
+    say: to show another profile's recipe (:func:`settle` chooses the settings to run)."""
     if name not in PROFILES:
-        raise ValueError(f"unknown profile {name!r}: choose one of {', '.join(PROFILES)}")
+        raise ConfigError(f"unknown profile {name!r}: choose one of {', '.join(PROFILES)}")
     return _BUILDERS[name]()
 
 
@@ -522,58 +564,24 @@ def workdir() -> Path:
     return path
 
 
-def repository_file(relative: str, sha256: str = "") -> Path:
-    """A file this repository keeps (``checkpoints/...``, ``results/...``): from the checkout when
-    detrlib runs from one, else downloaded once from the repository into :func:`workdir` (as on
-    Colab, where only the package is installed; :func:`~detrlib.data.download.download`) and
-    checked against ``sha256`` when given."""
-    from detrlib.data.download import download
-
-    local = Path(__file__).resolve().parents[1] / relative
-    if local.exists():
-        return local
-    return download([repository_url(relative)], workdir() / relative, sha256, "sha256")
-
-
 def repository_url(relative: str) -> str:
     """Where the repository serves one of its files (GitHub's raw files, on :data:`BRANCH`)."""
     return f"{REPOSITORY.replace('github.com', 'raw.githubusercontent.com')}/{BRANCH}/{relative}"
 
 
-COLAB_DRIVE = Path("/content/drive/MyDrive")  # where Colab mounts Google Drive
-
-
-def drive_folder() -> Path | None:
-    """detrlib's folder on Google Drive when Drive is mounted (Colab), else None."""
-    return COLAB_DRIVE / "detrlib" if COLAB_DRIVE.is_dir() else None
-
-
 def runs_dir() -> Path:
-    """Where training runs (checkpoints, metrics) live: ``DETRLIB_RUNS``, else Google Drive when it
-    is mounted on Colab (so a run survives a disconnect), else ``workdir()/runs``."""
-    drive = drive_folder()
-    path = Path(os.environ.get("DETRLIB_RUNS") or (drive / "runs" if drive else workdir() / "runs"))
+    """Where training runs (checkpoints, metrics) live: ``DETRLIB_RUNS``, else ``workdir()/runs``
+    (on Colab, :func:`detrlib.colab.mount_drive` points it at Google Drive)."""
+    path = Path(os.environ.get("DETRLIB_RUNS") or workdir() / "runs")
     path.mkdir(parents=True, exist_ok=True)
     return path
 
 
 def downloads_dir() -> Path:
-    """Where downloaded archives and checkpoints are kept: ``DETRLIB_DOWNLOADS``, else Google Drive
-    when it is mounted, next to the runs (a new Colab session unpacks VOC from there instead of
-    downloading it again), else ``workdir()/downloads``. Unpacked data stays on local disk
-    (:func:`workdir`), where reading is fast."""
-    drive = drive_folder()
-    return Path(os.environ.get("DETRLIB_DOWNLOADS") or (drive / "downloads" if drive else workdir() / "downloads"))
-
-
-def colab_storage_warning(out: str | Path) -> str:
-    """On Colab, a warning when a run folder lies on the VM's own disk, which a disconnect erases;
-    empty elsewhere, and for folders on the mounted Google Drive."""
-    if "google.colab" not in sys.modules or Path(out).resolve().is_relative_to(COLAB_DRIVE.parent):
-        return ""
-    return (f"warning: this run goes to {out}, on the Colab VM's own disk, which a disconnect erases. "
-            "Mount Google Drive first (from google.colab import drive; drive.mount('/content/drive')): "
-            "runs then go to /content/drive/MyDrive/detrlib/runs, and an interrupted run resumes there")
+    """Where downloaded archives and checkpoints are kept: ``DETRLIB_DOWNLOADS``, else
+    ``workdir()/downloads`` (on Colab, Google Drive once mounted, so that a new session unpacks VOC
+    from there instead of downloading it again). Unpacked data stays in :func:`workdir`."""
+    return Path(os.environ.get("DETRLIB_DOWNLOADS") or workdir() / "downloads")
 
 
 def pick_device(name: str = "auto"):
@@ -592,53 +600,8 @@ def pick_device(name: str = "auto"):
     return device
 
 
-def machine() -> dict:
-    """This machine as every measurement records it: the CPU's model and cores, torch's threads, the
-    platform, the Python, torch and torchvision versions, and the GPU when there is one."""
-    import platform
-
-    import torch
-    import torchvision
-
-    cpu = platform.processor() or platform.machine()
-    try:
-        cpu = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                   if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    info = {"cpu": cpu, "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-            "platform": platform.platform(), "python": platform.python_version(),
-            "torch": torch.__version__, "torchvision": torchvision.__version__}
-    if has_cuda():
-        info["gpu"] = torch.cuda.get_device_name(0)
-    return info
-
-
 def device_name(device) -> str:
     """A device in a few words: the GPU's name, or ``cpu (N threads)``."""
     import torch
 
     return torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({torch.get_num_threads()} threads)"
-
-
-def environment_report(cfg: Config | None = None) -> str:
-    """Device, the precision a run trains in there (``cfg``'s ``train.amp``, else ``auto``), library
-    versions and the chosen profile, for the top of every chapter."""
-    import torch
-
-    from detrlib import __version__
-    from detrlib.precision import precision
-
-    info, device = machine(), pick_device()
-    if device.type == "cuda":
-        props = torch.cuda.get_device_properties(device)
-        where = (f"cuda: {props.name}, {props.total_memory / 2**30:.0f} GiB, "
-                 f"compute capability {props.major}.{props.minor}")
-    else:
-        where = f"cpu: {info['cpu']}, {info['torch_threads']} threads"
-    amp = cfg.train.amp if cfg is not None else "auto"
-    lines = [f"device       {where}", f"precision    {precision(amp, device).why}", f"python       {info['python']}",
-             f"torch        {info['torch']}", f"torchvision  {info['torchvision']}", f"detrlib      {__version__}"]
-    if cfg is not None:
-        lines.append(f"settings     {cfg.describe()}")
-    return "\n".join(lines)

@@ -248,8 +248,6 @@ def class_balanced_weights(counts, beta: float) -> Tensor:
     objects: 1 with beta = 0 (every class weighs the same), n as beta -> 1 (inverse frequency), and
     never more than 1 / (1 - beta), so beyond a few times that many objects more add little. Scaled
     so that the weights average 1 over the classes; a class without objects counts as one."""
-    if not 0 <= beta < 1:
-        raise ValueError(f"train.balanced_beta must be in [0, 1), not {beta}")
     n = torch.as_tensor(counts, dtype=torch.float64).clamp(min=1)
     weights = (1 - beta) / (1 - beta ** n)
     return (weights * len(weights) / weights.sum()).float()
@@ -283,8 +281,6 @@ def build_criterion(cfg: Config, class_counts=None) -> SetCriterion:
         extra["focal_gamma"] = t.focal_gamma
     elif sigmoid:
         extra.update(sigmoid=True, focal_alpha=t.focal_alpha, focal_gamma=t.focal_gamma)
-    elif t.class_loss != "ce":
-        raise ValueError(f"train.class_loss must be 'ce', 'balanced', 'focal' or 'sigmoid_focal', not {t.class_loss!r}")
     cls = DenoisingCriterion if m.dn_groups > 0 else SetCriterion
     return cls(m.num_classes, matcher, weight_dict, eos_coef=t.eos_coef, losses=["labels", "boxes", "cardinality"],
                **extra)

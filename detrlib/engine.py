@@ -18,11 +18,13 @@ from tqdm.auto import tqdm
 
 from detrlib import checkpoint as ckpt
 from detrlib import runfolder
-from detrlib.config import Config, ConfigError, TrainConfig, pick_device
+from detrlib.config import Config, ConfigError, TrainConfig, check_device, device_name, pick_device
+from detrlib.errors import DivergedError, ProcessGroupError, RunFolderError
 from detrlib.precision import autocast, precision
-from detrlib.train_state import TrainState
+from detrlib.train_state import EpochTotals, TrainState
 
 NAN_PATIENCE = 5  # non-finite losses in a row before a run gives up
+WARMUP_STEPS = 20  # steps a run takes before it prints its measured speed
 # how long a process of a distributed run waits in a collective for the others: longer than process 0's
 # longest evaluation and checkpoint, during which the others wait
 PROCESS_TIMEOUT = timedelta(minutes=30)
@@ -66,10 +68,6 @@ def init_distributed(device: torch.device) -> tuple[int, int]:
         if device.type == "cuda":
             torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
     return rank, world
-
-
-class ProcessGroupError(RuntimeError):
-    """Another process of a distributed run ended, or stopped answering, before this one."""
 
 
 def lost_process(err: BaseException) -> bool:
@@ -116,9 +114,7 @@ def make_scheduler(optimizer, cfg: TrainConfig, steps_per_epoch: int) -> torch.o
         warm = min(1.0, (step + 1) / cfg.warmup_steps) if cfg.warmup_steps else 1.0
         if cfg.lr_schedule == "cosine":
             return warm * 0.5 * (1 + math.cos(math.pi * min(step, total) / max(1, total)))
-        if cfg.lr_schedule == "step":
-            return warm * (0.1 if step >= drop_at else 1.0)
-        raise ValueError(f"train.lr_schedule must be 'step' or 'cosine', not {cfg.lr_schedule!r}")
+        return warm * (0.1 if step >= drop_at else 1.0)  # "step"
 
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
@@ -168,7 +164,7 @@ def train_one_epoch(state: TrainState, criterion, batches, cfg: TrainConfig, on_
     ``state`` advances as it goes: ``batch``, ``step``, the epoch's running sums ``totals`` (cleared
     at the end, so that a checkpoint taken mid-epoch lets the resumed epoch average all its steps)
     and a ``steps`` row ``[step, loss, lr, seconds]`` per optimizer step, the seconds since the
-    previous step (data loading included): the curves of chapter 7. ``on_step()`` runs after each
+    previous step (data loading included): the curves of chapter 7. ``on_step(state)`` runs after each
     optimizer step (checkpoints). The pass ends early when ``cfg.max_steps`` or ``cfg.max_minutes``
     stops the run (:meth:`TrainState.stop_reason`), after the first step begun past the time cap. A
     batch with a non-finite loss is skipped and counted (``skipped``); after ``NAN_PATIENCE`` in a
@@ -183,13 +179,12 @@ def train_one_epoch(state: TrainState, criterion, batches, cfg: TrainConfig, on_
     dtype = precision(cfg.amp, device).dtype
     model.train()
     criterion.train()
-    sums, bad_in_row = state.totals.setdefault("sums", {}), 0
-    state.totals.setdefault("steps", 0)
-    state.totals.setdefault("skipped", 0)
+    totals, bad_in_row = state.totals, 0
     distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
     length = agree([len(batches)], "min", device)[0] if distributed else None
-    bar = tqdm(batches, total=length, desc=f"epoch {state.epoch + 1}/{cfg.epochs}", disable=not progress,
-               leave=False, dynamic_ncols=True)
+    bars = {} if progress else {"disable": True}  # TQDM_DISABLE=1 hides them too: the built book cannot animate
+    bar = tqdm(batches, total=length, desc=f"epoch {state.epoch + 1}/{cfg.epochs}", leave=False, dynamic_ncols=True,
+               **bars)
     optimizer.zero_grad(set_to_none=True)
     tic = time.perf_counter()
     for i, batch in enumerate(bar):
@@ -204,10 +199,10 @@ def train_one_epoch(state: TrainState, criterion, batches, cfg: TrainConfig, on_
         bad, late = agree([not torch.isfinite(loss), state.over_time(cfg)], device=device)
         state.out_of_time = state.out_of_time or bool(late)
         if bad:
-            state.totals["skipped"], bad_in_row = state.totals["skipped"] + 1, bad_in_row + 1
+            totals.skipped, bad_in_row = totals.skipped + 1, bad_in_row + 1
             optimizer.zero_grad(set_to_none=True)
             if bad_in_row >= NAN_PATIENCE:
-                raise FloatingPointError(
+                raise DivergedError(
                     f"training diverged: {bad_in_row} non-finite losses in a row at step {state.step} "
                     f"({ {k: round(v.item(), 4) for k, v in loss_dict.items()} }); lower train.lr, keep "
                     "train.clip_max_norm > 0, or set train.amp=off. No checkpoint was written.")
@@ -230,22 +225,20 @@ def train_one_epoch(state: TrainState, criterion, batches, cfg: TrainConfig, on_
             warnings.filterwarnings("ignore", message=r"Detected call of `lr_scheduler\.step\(\)`")
             state.scheduler.step()
         state.step += 1
-        state.totals["steps"] += 1
+        totals.steps += 1
         values = logged_values(loss, loss_dict)
         for k, v in values.items():
-            sums[k] = sums.get(k, 0.0) + v
+            totals.sums[k] = totals.sums.get(k, 0.0) + v
         toc = time.perf_counter()
         state.steps.append([state.step, values["loss"], optimizer.param_groups[0]["lr"], toc - tic])
         tic = toc
         bar.set_postfix(loss=f"{loss.item():.3f}", lr=f"{optimizer.param_groups[0]['lr']:.1e}", refresh=False)
         if on_step:
-            on_step()
+            on_step(state)
         if state.stop_reason(cfg) in ("max_steps", "max_minutes"):
             break
-    means = {k: v / max(state.totals["steps"], 1) for k, v in sums.items()}
-    means["skipped"] = state.totals["skipped"]
-    state.totals = {}
-    return means
+    state.totals = EpochTotals()
+    return totals.means()
 
 
 @torch.no_grad()
@@ -315,8 +308,6 @@ def train(cfg: Config, out: str | Path | None = None, resume: bool = True, progr
     (:func:`agree`); when another process ends first, or stops answering for ``PROCESS_TIMEOUT``,
     this one ends with a :class:`ProcessGroupError`, and the folder keeps its last checkpoint.
     """
-    from detrlib.config import check_device
-
     out = Path(out) if out else runfolder.run_dir(cfg, name)
     check_device(cfg)
     # the processes connect before process 0 claims the folder: a process that ends early then ends the others
@@ -330,6 +321,17 @@ def train(cfg: Config, out: str | Path | None = None, resume: bool = True, progr
                                     "stopped answering (its own message says why); the run folder keeps its last "
                                     f"checkpoint: resume with --resume --out {out}") from err
         raise
+
+
+def speed_line(seconds_per_step: float, device: torch.device, steps_left: int, t: TrainConfig,
+               elapsed_s: float) -> str:
+    """What a run prints after its first :data:`WARMUP_STEPS` steps: its speed, and how long the rest takes."""
+    minutes = steps_left * seconds_per_step / 60
+    line = (f"measured {seconds_per_step:.3f} s per step on {device_name(device)}: the remaining {steps_left} "
+            f"steps take about {minutes:.1f} min")
+    if t.max_minutes and elapsed_s / 60 + minutes > t.max_minutes:
+        line += f"; the {t.max_minutes:g}-minute cap (train.max_minutes) ends the run before that"
+    return line
 
 
 def _limit(reason: str, t: TrainConfig) -> str:
@@ -348,95 +350,42 @@ def _check_queries(cfg: Config, train_set) -> None:
 
 
 def _train(cfg: Config, out: Path, resume: bool, progress: bool) -> Path:
-    from detrlib.budget import WARMUP_STEPS, progress_line
     from detrlib.checkpoint import load_official_checkpoint
-    from detrlib.config import colab_storage_warning, device_name
     from detrlib.criterion import build_criterion
-    from detrlib.data import build_dataset, build_loader, collate
-    from detrlib.data.batching import SeededItems
-    from detrlib.instability import MatchingProbe, instability
-    from detrlib.memory import peak_memory_mb, reset_peak_memory
-    from detrlib.widgets import static_mode  # a built page cannot animate a progress bar
-    from detrlib.model import PostProcess, build_model
+    from detrlib.data import build_dataset, build_loader
+    from detrlib.model import build_model
 
     t = cfg.train
     device = pick_device(t.device)
     rank, world = init_distributed(device)
-    ckpt_dir = out / "checkpoints"
     seed_everything(t.seed)
-    if rank == 0 and (warning := colab_storage_warning(out)):
-        print(warning)
-    if rank == 0 and (warning := precision(t.amp, device).warning):
-        print(warning)
-
     train_set, val_set = build_dataset(cfg.data, "train"), build_dataset(cfg.data, "val")
     _check_data(cfg, train_set, val_set, world)
     model = build_model(cfg.model).to(device)
     counts = [train_set.class_counts()[name] for name in train_set.classes]  # training objects per class
     criterion = build_criterion(cfg, counts).to(device)
     state = new_train_state(model, t, t.steps_per_epoch(len(train_set), world))
+    record = Recorder(cfg, out, device, world, progress=progress, active=rank == 0)
 
-    saved = ckpt.load_latest(ckpt_dir) if resume else None
-    if resume and saved is None and rank == 0:
-        runfolder.check_resumable(out)
+    saved = ckpt.load_latest(out / "checkpoints") if resume else None
+    if resume and saved is None:
+        record.check_resumable()
     if saved is not None:
-        runfolder.check_resume(out, saved, cfg)
-        state.load_state_dict(saved)
-        set_learning_rates(state, t)
-        state.out_of_time = bool(agree([state.over_time(t)], device=device)[0])
+        _continue(state, saved, cfg, out, world, device)
         if state.finished and (reason := state.stop_reason(t)):
-            if rank == 0 and progress:  # reused as it is; a larger budget trains on
-                print(f"run {out.name} finished at epoch {state.epoch}, step {state.step}, stopped by "
-                      f"{_limit(reason, t)}: nothing more to train (a larger train.{reason} trains on)")
-            return out
-        if saved.get("processes", world) != world:
-            n = saved["processes"]
-            how = (f"torchrun --nproc_per_node {n} -m detrlib train" if n > 1
-                   else "python -m detrlib train, without torchrun")
-            raise runfolder.RunFolderError(
-                f"{out} was trained by {n} process{'es' if n > 1 else ''} and this command runs {world}: resume it "
-                f"with {n} ({how} ... --resume), so that its batches and schedule go on as they began")
-        if rank == 0:
-            print(f"resumed from {saved['path']}: epoch {state.epoch}, step {state.step}")
+            record.say(f"run {out.name} finished at epoch {state.epoch}, step {state.step}, stopped by "
+                       f"{_limit(reason, t)}: nothing more to train (a larger train.{reason} trains on)")
+            return out  # reused as it is; a larger budget trains on
+        record.say(f"resumed from {saved['path']}: epoch {state.epoch}, step {state.step}", always=True)
     elif t.init_checkpoint:
-        report = load_official_checkpoint(model, t.init_checkpoint)
-        if rank == 0 and progress:
-            print(report)
-    if rank == 0:
-        _check_queries(cfg, train_set)
-        out.mkdir(parents=True, exist_ok=True)
-        runfolder.write_config(out, cfg)
-        runfolder.write_metrics(out, state.history)
-
+        record.say(str(load_official_checkpoint(model, t.init_checkpoint)))
     if world > 1:
         net = model
         if device.type == "cuda" and not cfg.model.frozen_bn:  # batch statistics over the global batch
             net = nn.SyncBatchNorm.convert_sync_batchnorm(net)
         state.net = nn.parallel.DistributedDataParallel(net, device_ids=[device.index] if device.type == "cuda" else None)
-    postprocess, dtype = PostProcess(sigmoid=cfg.model.class_head == "sigmoid"), precision(t.amp, device).dtype
-    val_loader = build_loader(val_set, t.batch_size, train=False, num_workers=cfg.data.num_workers)
-    best = max((h.get("AP50", -1.0) for h in state.history), default=-1.0)
-    probe_items = [SeededItems(train_set)[(i, t.seed)] for i in range(min(t.batch_size, len(train_set)))]
-    probe = MatchingProbe(*collate(probe_items), criterion.matcher)
-    classes = list(train_set.classes)
+    record.begin(state, train_set, val_set, criterion, counts)
 
-    def save_checkpoint(finished: bool = False):
-        state.finished = finished
-        ckpt.save_checkpoint({**state.state_dict(), "config": cfg.to_dict(), "classes": classes, "processes": world},
-                             ckpt_dir, state.step, t.keep_last)
-
-    first_step = state.step
-
-    def on_step():
-        if rank == 0 and progress and state.step - first_step == WARMUP_STEPS:
-            seconds = sorted(row[3] for row in state.steps[-WARMUP_STEPS // 2:])[WARMUP_STEPS // 4]  # median
-            steps_left = t.total_steps(len(train_set), world) - state.step
-            print(progress_line(seconds, device_name(device), steps_left, cfg, state.elapsed()))
-        if rank == 0 and t.checkpoint_every and state.step % t.checkpoint_every == 0:
-            save_checkpoint()
-
-    reset_peak_memory(device)
-    state.start_clock()
     stopped, means = state.stop_reason(t), {}  # a resumed run may stop at once, killed before its last evaluation
     while True:
         if not stopped:
@@ -444,37 +393,123 @@ def _train(cfg: Config, out: Path, resume: bool, progress: bool) -> Path:
                                   repeat_factor_t=cfg.data.repeat_factor_t, seed=t.seed, epoch=state.epoch,
                                   start=state.batch, rank=rank, world=world)
             tic = time.perf_counter()
-            means = train_one_epoch(state, criterion, loader, t, on_step,
-                                    progress=progress and rank == 0 and not static_mode())
+            means = train_one_epoch(state, criterion, loader, t, record.after_step, progress=progress and rank == 0)
             state.train_time += time.perf_counter() - tic
             state.epoch, state.batch = state.epoch + 1, 0
             stopped = state.stop_reason(t)
-        evaluated = bool(state.history) and state.history[-1]["step"] == state.step
-        if rank == 0 and (state.epoch % t.eval_every == 0 or stopped) and not evaluated:
-            metrics = evaluate_model(model, val_set, val_loader, postprocess, device, dtype, counts)
-            now_matched = probe(model)
-            if state.matched is not None:
-                metrics["match_instability"] = instability(state.matched, now_matched)
-            state.matched = now_matched
-            state.history.append({
-                "step": state.step, "epoch": state.epoch, "train_time_s": round(state.train_time, 2),
-                "wall_time_s": round(state.elapsed(), 2), "peak_memory_mb": peak_memory_mb(device),
-                **{f"train_{k}" if k != "skipped" else k: v for k, v in means.items()},
-                **metrics, **({"stopped": stopped} if stopped else {})})
-            runfolder.write_metrics(out, state.history)
-            if metrics["AP50"] > best:
-                best = metrics["AP50"]
-                ckpt.save_best({"model": model.state_dict(), "config": cfg.to_dict(), "metrics": state.history[-1],
-                                "classes": classes}, ckpt_dir)
-            if progress:
-                print(f"epoch {state.epoch} step {state.step}: loss {means.get('loss', float('nan')):.3f}, "
-                      f"AP50 {metrics['AP50']:.3f}, AP {metrics['AP']:.3f} ({cfg.profile} profile)"
-                      + (f"; stopped by {stopped}" if stopped else ""))
-        if rank == 0:
-            save_checkpoint(finished=bool(stopped))
-            runfolder.write_steps(out, state.steps)
+        record.end_of_epoch(state, means, stopped)
         if stopped:
             break
     if world > 1:
         torch.distributed.barrier()
     return out
+
+
+def _continue(state: TrainState, saved: dict, cfg: Config, out: Path, world: int, device: torch.device) -> None:
+    """Restore ``state`` from the checkpoint ``saved``, refusing what would not continue the same run."""
+    runfolder.check_resume(out, saved, cfg)
+    state.load_state_dict(saved)
+    set_learning_rates(state, cfg.train)
+    state.out_of_time = bool(agree([state.over_time(cfg.train)], device=device)[0])
+    if state.finished and state.stop_reason(cfg.train):
+        return
+    if saved.get("processes", world) != world:
+        n = saved["processes"]
+        how = f"torchrun --nproc_per_node {n} -m detrlib train" if n > 1 else "python -m detrlib train, without torchrun"
+        raise RunFolderError(f"{out} was trained by {n} process{'es' if n > 1 else ''} and this command runs {world}: "
+                             f"resume it with {n} ({how} ... --resume), so that its batches and schedule go on as "
+                             "they began")
+
+
+class Recorder:
+    """What only process 0 of a run does, in one place: print, evaluate, and write the run folder
+    (config, metrics, steps, checkpoints). The other processes' Recorder (``active=False``) does nothing."""
+
+    def __init__(self, cfg: Config, out: Path, device: torch.device, world: int, progress: bool, active: bool):
+        self.cfg, self.out, self.device, self.world = cfg, out, device, world
+        self.progress, self.active = progress, active
+        if active and (warning := precision(cfg.train.amp, device).warning):
+            print(warning)
+
+    def say(self, line: str, always: bool = False) -> None:
+        """Print ``line`` on process 0 (when the run shows its progress, or ``always``)."""
+        if self.active and (self.progress or always):
+            print(line)
+
+    def check_resumable(self) -> None:
+        """Refuse to start over in a folder whose checkpoints cannot be read (:func:`runfolder.check_resumable`)."""
+        if self.active:
+            runfolder.check_resumable(self.out)
+
+    def begin(self, state: TrainState, train_set, val_set, criterion, counts: list[int]) -> None:
+        """Write the folder's config and metrics, and set up the evaluations."""
+        from detrlib.data import build_loader, collate
+        from detrlib.data.batching import SeededItems
+        from detrlib.instability import MatchingProbe
+        from detrlib.memory import reset_peak_memory
+        from detrlib.model import PostProcess
+
+        t = self.cfg.train
+        self.val_set, self.counts, self.classes = val_set, counts, list(train_set.classes)
+        self.val_loader = build_loader(val_set, t.batch_size, train=False, num_workers=self.cfg.data.num_workers)
+        self.postprocess = PostProcess(sigmoid=self.cfg.model.class_head == "sigmoid")
+        self.steps_total = t.total_steps(len(train_set), self.world)
+        self.best = max((h.get("AP50", -1.0) for h in state.history), default=-1.0)
+        self.first_step = state.step
+        if self.active:
+            _check_queries(self.cfg, train_set)
+            self.out.mkdir(parents=True, exist_ok=True)
+            runfolder.write_config(self.out, self.cfg)
+            runfolder.write_metrics(self.out, state.history)
+        probe_items = [SeededItems(train_set)[(i, t.seed)] for i in range(min(t.batch_size, len(train_set)))]
+        self.probe = MatchingProbe(*collate(probe_items), criterion.matcher)
+        reset_peak_memory(self.device)
+        state.start_clock()
+
+    def after_step(self, state: TrainState) -> None:
+        """After each optimizer step: the measured speed once warmed up, and the periodic checkpoint."""
+        t = self.cfg.train
+        if state.step - self.first_step == WARMUP_STEPS:
+            seconds = sorted(row[3] for row in state.steps[-WARMUP_STEPS // 2:])[WARMUP_STEPS // 4]  # median
+            self.say(speed_line(seconds, self.device, self.steps_total - state.step, t, state.elapsed()))
+        if self.active and t.checkpoint_every and state.step % t.checkpoint_every == 0:
+            self.checkpoint(state)
+
+    def end_of_epoch(self, state: TrainState, means: dict, stopped: str) -> None:
+        """Evaluate (every ``eval_every`` epochs, and when the run stops), log, keep the best weights,
+        and checkpoint."""
+        if not self.active:
+            return
+        from detrlib.instability import instability
+        from detrlib.memory import peak_memory_mb
+
+        t, model = self.cfg.train, state.model
+        evaluated = bool(state.history) and state.history[-1]["step"] == state.step
+        if (state.epoch % t.eval_every == 0 or stopped) and not evaluated:
+            dtype = precision(t.amp, self.device).dtype
+            metrics = evaluate_model(model, self.val_set, self.val_loader, self.postprocess, self.device, dtype,
+                                     self.counts)
+            now_matched = self.probe(model)
+            if state.matched is not None:
+                metrics["match_instability"] = instability(state.matched, now_matched)
+            state.matched = now_matched
+            state.history.append({
+                "step": state.step, "epoch": state.epoch, "train_time_s": round(state.train_time, 2),
+                "wall_time_s": round(state.elapsed(), 2), "peak_memory_mb": peak_memory_mb(self.device),
+                **{f"train_{k}" if k != "skipped" else k: v for k, v in means.items()},
+                **metrics, **({"stopped": stopped} if stopped else {})})
+            runfolder.write_metrics(self.out, state.history)
+            if metrics["AP50"] > self.best:
+                self.best = metrics["AP50"]
+                ckpt.save_best({"model": model.state_dict(), "config": self.cfg.to_dict(),
+                                "metrics": state.history[-1], "classes": self.classes}, self.out / "checkpoints")
+            self.say(f"epoch {state.epoch} step {state.step}: loss {means.get('loss', float('nan')):.3f}, "
+                     f"AP50 {metrics['AP50']:.3f}, AP {metrics['AP']:.3f} ({self.cfg.profile} profile)"
+                     + (f"; stopped by {stopped}" if stopped else ""))
+        self.checkpoint(state, finished=bool(stopped))
+        runfolder.write_steps(self.out, state.steps)
+
+    def checkpoint(self, state: TrainState, finished: bool = False) -> None:
+        state.finished = finished
+        ckpt.save_checkpoint({**state.state_dict(), "config": self.cfg.to_dict(), "classes": self.classes,
+                              "processes": self.world}, self.out / "checkpoints", state.step, self.cfg.train.keep_last)

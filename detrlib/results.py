@@ -61,7 +61,7 @@ def _remote_index() -> tuple[dict, str]:
 def find(pattern: str) -> tuple[list[Path], str]:
     """The result files whose names match ``pattern`` (``"gpu-*.json"``), from the checkout or
     fetched from the repository, and ``""`` or one line on why none could be fetched."""
-    from detrlib.config import repository_file
+    from detrlib.data.download import repository_file
     from detrlib.data.download import DownloadError
 
     local = checkout_dir()

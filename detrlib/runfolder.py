@@ -22,7 +22,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from detrlib import checkpoint as ckpt
-from detrlib.config import SECTIONS, Config, ConfigError, runs_dir
+from detrlib.config import PLACEMENT, SECTIONS, Config, ConfigError, runs_dir
+from detrlib.errors import RunFolderError
 
 try:
     import fcntl
@@ -39,12 +40,6 @@ STEP_COLUMNS = ("step", "loss", "lr", "seconds")
 def run_dir(cfg: Config, name: str = "") -> Path:
     """The folder of a run: one per configuration, so the same settings reuse the same run."""
     return runs_dir() / f"{name or cfg.profile}-{cfg.key()}"
-
-
-def is_finished(out: str | Path) -> bool:
-    """Whether the run in folder ``out`` has ended (its last checkpoint is marked finished)."""
-    state = ckpt.load_latest(Path(out) / "checkpoints")
-    return bool(state and state.get("finished"))
 
 
 def to_json(obj) -> str:
@@ -107,10 +102,6 @@ def write_steps(out: Path, steps: list[list[float]]) -> None:
     ckpt.atomic_write_text(out / "steps.csv", "\n".join(lines) + "\n")
 
 
-class RunFolderError(RuntimeError):
-    """Training into this folder would write over a run, or another process trains there."""
-
-
 def run_files(out: str | Path) -> list[str]:
     """The run files in ``out``, relative to it."""
     out = Path(out)
@@ -162,12 +153,11 @@ def check_resumable(out: str | Path) -> None:
 # what a resumed run may set otherwise than it began: its budget, its learning rates (given to the
 # restored optimizer and schedule), where its data lies, and bookkeeping; nothing that changes a
 # tensor's shape, the batches or what is learned
-RESUME_MAY_CHANGE = frozenset({
-    "profile", "data.root", "data.download", "data.num_workers",
-    "train.epochs", "train.max_steps", "train.max_minutes",
+RESUME_MAY_CHANGE = PLACEMENT | {
+    "profile", "data.root", "train.epochs", "train.max_steps",
     "train.lr", "train.lr_backbone", "train.weight_decay", "train.lr_schedule", "train.lr_drop", "train.warmup_steps",
-    "train.eval_every", "train.keep_last", "train.checkpoint_every", "train.device", "train.init_checkpoint",
-})
+    "train.init_checkpoint",
+}
 
 
 def _flat(cfg: Config) -> dict:

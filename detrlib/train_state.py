@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import random
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import torch
@@ -37,6 +37,20 @@ def set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+@dataclass
+class EpochTotals:
+    """The running sums of the epoch so far: each logged loss term's ``sums`` over its ``steps``
+    optimizer steps, and the batches ``skipped`` for a non-finite loss."""
+
+    sums: dict[str, float] = field(default_factory=dict)
+    steps: int = 0
+    skipped: int = 0
+
+    def means(self) -> dict[str, float]:
+        """Each term's mean over the epoch's steps, and the skipped batches."""
+        return {**{k: v / max(self.steps, 1) for k, v in self.sums.items()}, "skipped": self.skipped}
+
+
 @dataclass(eq=False)
 class TrainState:
     """A run's model, optimizer, learning-rate schedule and fp16 gradient scaler, and where it is.
@@ -61,7 +75,7 @@ class TrainState:
     step: int = 0
     history: list = field(default_factory=list)
     steps: list = field(default_factory=list)
-    totals: dict = field(default_factory=dict)
+    totals: EpochTotals = field(default_factory=EpochTotals)
     matched: torch.Tensor | None = None
     train_time: float = 0.0
     wall_time: float = 0.0  # seconds of the earlier sessions
@@ -98,7 +112,7 @@ class TrainState:
                 "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict() if self.scaler else None,
                 "rng": rng_state(), "epoch": self.epoch, "batch": self.batch, "step": self.step,
                 "history": self.history, "train_time": self.train_time, "wall_time": self.elapsed(),
-                "finished": self.finished, "epoch_totals": self.totals,
+                "finished": self.finished, "epoch_totals": asdict(self.totals),
                 "matched": self.matched.tolist() if self.matched is not None else None,
                 "steps": torch.tensor(self.steps, dtype=torch.float64).reshape(-1, len(STEP_COLUMNS))}
 
@@ -116,6 +130,6 @@ class TrainState:
         self.wall_time = state.get("wall_time", self.train_time)
         self.matched = torch.tensor(state["matched"]) if state.get("matched") is not None else None
         self.steps = state["steps"].tolist() if "steps" in state else []
-        self.totals = state.get("epoch_totals") or {}
+        self.totals = EpochTotals(**(state.get("epoch_totals") or {}))
         self.finished = bool(state.get("finished"))
         self.start_clock()

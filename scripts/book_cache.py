@@ -18,7 +18,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 # executed chapters, and Sphinx's record of the pages it has read (else it would not read them again)
 EXECUTIONS = (".jupyter_cache", "jupyter_execute", ".doctrees")
-INPUTS = ("results", "checkpoints")  # what chapters read through detrlib.config.repository_file
+INPUTS = ("results", "checkpoints")  # what chapters read through detrlib.data.download.repository_file
 
 
 def _drop_docstrings(tree: ast.AST) -> ast.AST:

@@ -4,7 +4,7 @@ import math
 import pytest
 import torch
 
-from detrlib.config import get_profile
+from detrlib.config import ConfigError, get_profile
 from detrlib.criterion import DenoisingCriterion, SetCriterion, build_criterion, class_balanced_weights
 from detrlib.matcher import HungarianMatcher
 
@@ -38,8 +38,8 @@ def test_class_balanced_weights_by_hand():
     assert (near[1] / near[0]).item() == pytest.approx(10, rel=1e-4)
     # a class without training objects counts as one; beta must lie in [0, 1)
     assert torch.equal(class_balanced_weights([5, 0], 0.9), class_balanced_weights([5, 1], 0.9))
-    with pytest.raises(ValueError, match="balanced_beta"):
-        class_balanced_weights([5, 1], 1.0)
+    with pytest.raises(ConfigError, match=r"train.balanced_beta must be in \[0, 1\)"):
+        get_profile("smoke").replace(**{"train.balanced_beta": 1.0})
 
 
 def test_class_weights_enter_the_cross_entropy_like_eos_coef():

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from detrlib import cli
-from detrlib.config import ConfigError
+from detrlib.config import ORDER, ConfigError
 
 
 def test_options_reach_the_config(monkeypatch):
@@ -35,8 +35,8 @@ def test_settings_are_settled_in_the_order_the_readme_and_help_give(monkeypatch)
         settle("--train-sets", "VOCtoy:train", "--set", 'data.train_sets=["VOCtoy:val"]')
 
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
-    assert cli.PRECEDENCE in " ".join(readme.replace("`", "").replace("\n> ", " ").split())
-    assert cli.PRECEDENCE in " ".join(cli.build_parser()._subparsers._group_actions[0].choices["train"].format_help().split())
+    assert ORDER in " ".join(readme.replace("`", "").replace("\n> ", " ").split())
+    assert ORDER in " ".join(cli.build_parser()._subparsers._group_actions[0].choices["train"].format_help().split())
 
 
 def test_a_folder_that_is_not_voc_is_a_clear_error(tmp_path, capsys):

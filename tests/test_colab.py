@@ -60,6 +60,24 @@ def test_the_drive_cell_mounts_on_colab_and_says_where_runs_live(on_colab, monke
     assert "not mounted: mount failed" in said and "disconnect erases" in said
 
 
+def test_a_mounted_drive_keeps_runs_and_downloads_unless_a_folder_is_named(on_colab, monkeypatch, tmp_path):
+    from detrlib.config import downloads_dir, runs_dir
+
+    monkeypatch.setattr(colab, "COLAB_DRIVE", tmp_path / "MyDrive")
+    monkeypatch.setenv("DETRLIB_HOME", str(tmp_path / "vm"))
+    for variable in ("DETRLIB_RUNS", "DETRLIB_DOWNLOADS"):
+        monkeypatch.setenv(variable, "")
+    colab.mount_drive()  # Drive refused or absent: the VM's disk
+    assert runs_dir() == tmp_path / "vm" / "runs" and downloads_dir() == tmp_path / "vm" / "downloads"
+    (tmp_path / "MyDrive").mkdir()
+    colab.mount_drive()
+    assert runs_dir() == tmp_path / "MyDrive" / "detrlib" / "runs"
+    assert downloads_dir() == tmp_path / "MyDrive" / "detrlib" / "downloads"
+    monkeypatch.setenv("DETRLIB_RUNS", str(tmp_path / "mine"))
+    colab.mount_drive()
+    assert runs_dir() == tmp_path / "mine"  # a folder the reader named stays theirs
+
+
 def test_paths_are_shown_relative_to_the_checkout_or_home():
     checkout = Path(colab.__file__).resolve().parents[1]
     assert colab.shown_path(checkout / "_build" / "runs") == "_build/runs"

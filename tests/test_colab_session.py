@@ -35,16 +35,20 @@ if os.environ.get("FAKE_GPU"):
 
     fake_gpu.install(os.environ.pop("FAKE_GPU"))  # in this process only: its children run on the CPU
 import google.colab  # noqa: F401  Colab imports it before the first cell runs
+import detrlib.colab
 import detrlib.config
 
 assert detrlib.config.__file__.startswith(os.environ["WHEEL_SITE"]), detrlib.config.__file__
-detrlib.config.COLAB_DRIVE = pathlib.Path(os.environ["FAKE_DRIVE"]) / "MyDrive"
+detrlib.colab.COLAB_DRIVE = pathlib.Path(os.environ["FAKE_DRIVE"]) / "MyDrive"
 if os.environ.get("FAKE_GITHUB"):
     detrlib.config.REPOSITORY = os.environ["FAKE_GITHUB"]
 if "fake_gpu" in sys.modules:
     import detrlib.bench.gpu
 
     detrlib.bench.gpu.measure = lambda args: []  # bench gpu times a real GPU; nothing can run on a fake one
+    import toy_timing
+
+    toy_timing.install()  # the timing loops sized for a T4, at toy size on this CPU
 '''
 DRIVE_STUB = '''\
 import json
@@ -77,12 +81,13 @@ def colab(tmp_path_factory):
     (stubs / "google" / "colab" / "__init__.py").write_text("from google.colab import drive  # noqa: F401\n")
     (stubs / "google" / "colab" / "drive.py").write_text(DRIVE_STUB)
     (stubs / "sitecustomize.py").write_text(SITECUSTOMIZE)
-    shutil.copy(ROOT / "tests" / "fake_gpu.py", stubs / "fake_gpu.py")
+    for helper in ("fake_gpu.py", "toy_timing.py"):
+        shutil.copy(ROOT / "tests" / helper, stubs / helper)
     (work / "empty").mkdir()
     env = {key: value for key, value in os.environ.items() if not key.startswith("DETRLIB_")}
     env.update(NO_NETWORK, PYTHONPATH=f"{work / 'site'}{os.pathsep}{stubs}", WHEEL_SITE=str(work / "site"),
                FAKE_DRIVE=str(work / "drive"), DETRLIB_HOME=str(work / "vm"), OMP_NUM_THREADS="1",
-               MPLBACKEND="Agg", DETRLIB_STATIC_WIDGETS="1")
+               MPLBACKEND="Agg", DETRLIB_STATIC_WIDGETS="1", TQDM_DISABLE="1")
     return work, env
 
 
@@ -195,4 +200,6 @@ def test_a_t4_session_plans_fp16_keeps_its_runs_on_drive_and_shows_no_traceback(
     assert str(runs) in chapter4 or "MyDrive/detrlib/runs" in chapter4
     assert [json.loads(line)["mountpoint"] for line in (work / "drive" / "mounts.jsonl").read_text().splitlines()] \
         and list(runs.glob("gpu-*/metrics.jsonl"))  # chapter 4's run lives on the mounted Drive
+    assert all(json.loads(metrics.read_text().splitlines()[-1])["step"] == 2  # DETRLIB_SET's train.max_steps
+               for metrics in runs.glob("gpu-*/metrics.jsonl"))
     assert "train.amp='auto'" in chapter7 and "No GPU measurement" in chapter7

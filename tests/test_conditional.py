@@ -328,5 +328,5 @@ def test_the_measurement_trains_every_configuration_and_writes_its_file(tmp_path
     results = json.loads(out.read_text())
     assert results["budget_steps"] == get_profile("smoke").train.max_steps and results["machine"]["cpu"]
     assert all(r["curves"][0][-1][0] == results["budget_steps"] and r["s_per_step"] > 0 for r in results["rows"])
-    with pytest.raises(ValueError, match="already exists"):
+    with pytest.raises(FileExistsError, match="already exists"):
         entry.run(parser.parse_args(["--profile", "smoke", "--seeds", "0", "--out", str(out)]))

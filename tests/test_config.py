@@ -59,7 +59,8 @@ def test_replace_changes_the_key_and_rejects_unknown_fields(monkeypatch):
 def test_repository_file_prefers_the_checkout_then_downloads_once_and_checks_the_digest(tmp_path, monkeypatch):
     import hashlib
 
-    from detrlib.config import BRANCH, repository_file
+    from detrlib.config import BRANCH
+    from detrlib.data.download import repository_file
     from detrlib.data.download import DownloadError
 
     monkeypatch.setenv("DETRLIB_HOME", str(tmp_path))
@@ -133,6 +134,23 @@ def test_a_stored_config_is_checked_like_any_other():
         Config.from_dict({**get_profile("smoke").to_dict(), "optimizer": {}})
     with pytest.raises(ConfigError, match="profile 'fast' is not one of"):
         Config.from_dict({**get_profile("smoke").to_dict(), "profile": "fast"})
+
+
+def test_settings_are_settled_once_in_the_written_order_into_a_frozen_config(monkeypatch):
+    from dataclasses import FrozenInstanceError
+
+    from detrlib.config import settle
+
+    monkeypatch.setenv("DETRLIB_PROFILE", "smoke")
+    monkeypatch.setenv("DETRLIB_SET", '{"train.max_steps": 7, "train.lr": 0.01}')
+    assert settle(default="quick").profile == "smoke"  # the variable overrides a chapter's PROFILE
+    cfg = settle(default="quick", named="quick", sets=["train.max_steps=9"], flags={"train.seed": ("--seed", 3)})
+    assert cfg.profile == "quick"  # --profile overrides the variable
+    assert (cfg.train.lr, cfg.train.max_steps, cfg.train.seed) == (0.01, 9, 3)  # DETRLIB_SET, then --set and flags
+    with pytest.raises(FrozenInstanceError):
+        cfg.train.lr = 1.0  # everything after the settling reads the same object
+    toy = settle(named="quick", flags={"data.root": ("--data", "voc")})
+    assert toy.data.train_sets == ("VOC2007:trainval", "VOC2012:trainval") and toy.data.val_sets == ("VOC2007:test",)
 
 
 def test_detrlib_set_changes_the_settings_a_chapter_runs(monkeypatch):

@@ -6,9 +6,10 @@ import torch
 from torchvision.ops import box_convert
 
 from detrlib.bench import random_boxes
-from detrlib.config import get_profile
+from detrlib.config import ConfigError, get_profile
 from detrlib.criterion import DenoisingCriterion, SetCriterion, build_criterion
 from detrlib.matcher import HungarianMatcher
+from detrlib.model import build_model
 from detrlib.model.denoising import (Denoiser, denoising_attention_mask, noise_boxes, noise_labels,
                                      sine_box_embedding)
 from test_matcher import plain_giou
@@ -101,11 +102,12 @@ def test_queries_layout_indicator_padding_and_an_image_without_objects():
     assert empty.content.shape == (2, 0, 16) and empty.attn_mask.shape == (2, 1, 4, 4) and not empty.attn_mask.any()
 
 
-def test_denoiser_rejects_bad_settings():
-    with pytest.raises(ValueError, match="0 turns denoising off"):
-        Denoiser(3, 16, groups=0)
-    with pytest.raises(ValueError, match="dn_box_noise"):
-        Denoiser(3, 16, box_noise=1.5)
+def test_the_config_refuses_bad_denoising_settings():  # checked once, where a Denoiser's settings come from
+    with pytest.raises(ConfigError, match=r"model.dn_box_noise must be in \[0, 1\), got 1.5"):
+        get_profile("smoke").replace(**{"model.dn_box_noise": 1.5})
+    with pytest.raises(ConfigError, match=r"model.dn_groups must be in \[0, 1000\], got -1"):
+        get_profile("smoke").replace(**{"model.dn_groups": -1})
+    assert build_model(get_profile("smoke").replace(**{"model.dn_groups": 0}).model).denoiser is None
 
 
 # --- losses -------------------------------------------------------------------------------------------

@@ -138,7 +138,7 @@ def test_with_drive_mounted_a_new_session_extracts_from_drive_and_downloads_noth
                                                                                    monkeypatch):
     """Archives and the COCO checkpoint are kept on Drive next to the runs; a new Colab session (a
     fresh VM disk) extracts VOC from there, digest-checked, and fetches nothing again."""
-    import detrlib.config
+    from detrlib import colab
     from detrlib.checkpoint import fetch
 
     url, served, handler = server
@@ -148,11 +148,12 @@ def test_with_drive_mounted_a_new_session_extracts_from_drive_and_downloads_noth
     name = f"detr-r50-{hashlib.sha256(weights).hexdigest()[:8]}.pth"
     (served / name).write_bytes(weights)
     archives = {"VOC2007-trainval": Archive("voc.tar", md5, (f"{url}/voc.tar",), ("VOC2007:trainval",))}
-    monkeypatch.setattr(detrlib.config, "COLAB_DRIVE", tmp_path / "drive" / "MyDrive")
+    monkeypatch.setattr(colab, "COLAB_DRIVE", tmp_path / "drive" / "MyDrive")
     (tmp_path / "drive" / "MyDrive").mkdir(parents=True)
-    monkeypatch.delenv("DETRLIB_DOWNLOADS", raising=False)
     for session in ("first", "second"):
         monkeypatch.setenv("DETRLIB_HOME", str(tmp_path / session))  # a new VM: an empty local disk
+        monkeypatch.setenv("DETRLIB_DOWNLOADS", "")
+        colab.use_drive()  # the chapter's Drive cell
         root = download_voc(tmp_path / session / "voc", ["VOC2007-trainval"], archives=archives)
         assert len(VOCDataset(parse_sets(root, ["VOC2007:trainval"]))) == 2
         checkpoint = fetch(f"{url}/{name}")

@@ -4,8 +4,6 @@ denoising, from an official-format COCO checkpoint; a long-tailed VOC-format tre
 VOC2012 folders, the 20 VOC class names and 500 x 375 JPEGs; fp16 with a GradScaler as on a T4, and
 bf16), with smaller images and 2 steps; then evaluation and prediction from the command line."""
 import json
-import sys
-import types
 
 import pytest
 import torch
@@ -13,7 +11,7 @@ import torch
 from detrlib import budget
 from detrlib.checkpoint import load_checkpoint, load_latest, load_official_checkpoint
 from detrlib.cli import main
-from detrlib.config import colab_storage_warning, profile_settings
+from detrlib.config import profile_settings
 from detrlib.data.toy import make_voc_like
 from detrlib.data.voc import VOC_CLASSES
 from detrlib.runfolder import read_metrics
@@ -118,14 +116,24 @@ def test_the_gpu_code_path_trains_evaluates_and_predicts_on_a_cpu(profile, amp, 
     assert (tmp_path / "pred" / f"{picture.stem}_pred.png").stat().st_size > 0
 
 
-def test_a_time_cap_ends_the_run_cleanly(tmp_path):
+def test_a_time_cap_ends_the_run_cleanly_and_a_higher_cap_continues_it(tmp_path, monkeypatch):
     from detrlib.engine import train
 
-    cfg = profile_settings("smoke").replace(**{"train.max_steps": 0, "train.epochs": 5, "train.max_minutes": 1e-4})
-    out = train(cfg, tmp_path / "run", progress=False)
+    monkeypatch.setenv("DETRLIB_RUNS", str(tmp_path / "runs"))
+    cfg = profile_settings("smoke").replace(**{"train.max_steps": 0, "train.epochs": 2, "train.max_minutes": 1e-4})
+    out = train(cfg, progress=False)
     history = read_metrics(out)
     assert len(history) == 1 and history[0]["step"] == 1 and history[0]["stopped"] == "max_minutes"
     assert load_latest(out / "checkpoints")["finished"]
+
+    # the cap, the workers, the device and the bookkeeping place a run but do not make its weights: same folder
+    placed = cfg.replace(**{"train.max_minutes": 60.0, "data.num_workers": 1, "train.device": "cpu",
+                            "train.checkpoint_every": 7, "train.keep_last": 1, "train.eval_every": 2})
+    assert train(placed, progress=False) == out
+    history = read_metrics(out)
+    second_epoch = cfg.train.steps_per_epoch(cfg.data.toy_train, 1)
+    assert [h["step"] for h in history] == [1, 1 + second_epoch] and history[-1]["stopped"] == "epochs"
+    assert cfg.replace(**{"train.lr": 1e-3}).key() != cfg.key()  # a setting that changes the weights: a new run
 
 
 def test_a_resumed_run_counts_the_minutes_it_already_spent(tmp_path, monkeypatch):
@@ -160,14 +168,6 @@ def test_a_gpu_profile_without_cuda_names_the_quick_profile(monkeypatch, capsys)
         err = capsys.readouterr().err
         assert f"the {profile} profile trains DETR-R50 and needs a CUDA GPU" in err and "--profile quick" in err
         assert len(err.strip().splitlines()) == 1
-
-
-def test_colab_warns_when_runs_are_not_on_drive(monkeypatch):
-    assert colab_storage_warning("/content/runs") == ""  # not on Colab: nothing to say
-    monkeypatch.setitem(sys.modules, "google.colab", types.ModuleType("google.colab"))
-    warning = colab_storage_warning("/content/runs/gpu-123")
-    assert "/content/runs/gpu-123" in warning and "disconnect" in warning and "drive.mount" in warning
-    assert colab_storage_warning("/content/drive/MyDrive/detrlib/runs/gpu-123") == ""
 
 
 def test_measured_gpu_tables_are_read_labelled_and_their_absence_said(tmp_path):

@@ -17,7 +17,7 @@ import torchvision
 from torch import nn
 from torchvision.models._utils import IntermediateLayerGetter
 
-from detrlib.config import ModelConfig, get_profile
+from detrlib.config import ConfigError, ModelConfig, get_profile
 from detrlib.model import Backbone, PostProcess, build_model, count_parameters, record_attention
 
 DATA = Path(__file__).parent / "data"
@@ -368,9 +368,7 @@ def test_bad_input_is_a_clear_error(images, mask, error, match):
 
 
 @pytest.mark.parametrize("changes, match", [
-    ({"backbone": "vgg16"}, "model.backbone must be one of resnet18, resnet34, resnet50, resnet101, got 'vgg16'"),
     ({"dilation": True}, "dilation.*resnet50"),
-    ({"position_embedding": "rope"}, "model.position_embedding must be one of sine, learned, got 'rope'"),
     ({"nheads": 5}, r"model.hidden_dim \(64\) must be divisible by model.nheads \(5\)"),
 ])
 def test_bad_config_is_a_clear_error(changes, match):
@@ -378,16 +376,32 @@ def test_bad_config_is_a_clear_error(changes, match):
         ModelConfig(**{**SMALL.__dict__, **changes})
 
 
-def test_the_config_knows_every_backbone():
-    from detrlib.config import CHOICES
-    from detrlib.model.backbone import RESNETS
-    from detrlib.model.registry import PARTS
+def test_the_registry_is_the_one_list_of_parts_and_refuses_a_taken_name(monkeypatch):
+    from detrlib.config import CHOICES, settle
+    from detrlib.model.backbone import RESNETS, Backbone
+    from detrlib.model.registry import PARTS, register
 
-    assert CHOICES["model.backbone"] == tuple(RESNETS) == tuple(PARTS["backbone"])
-    assert set(CHOICES["model.position_embedding"]) == set(PARTS["position_embedding"])
+    assert tuple(PARTS["backbone"]) == tuple(RESNETS) and not any(k.startswith("model.") and k.split(".")[1] in
+                                                                   PARTS for k in CHOICES)
+    with pytest.raises(ConfigError, match="model.backbone must be one of resnet101, resnet18, resnet34, resnet50, "
+                                          "got 'resnet999'"):
+        settle(named="smoke", sets=["model.backbone=resnet999"])
+    monkeypatch.setitem(PARTS, "backbone", dict(PARTS["backbone"]))
+    register("backbone", "resnet999")(Backbone)  # a registered name is a valid setting at once
+    assert settle(named="smoke", sets=["model.backbone=resnet999"]).model.backbone == "resnet999"
+
+    class Other(torch.nn.Module):
+        pass
+
+    with pytest.raises(ValueError, match="backbone 'resnet50' is already detrlib.model.backbone.Backbone: register "
+                                         "test_model.*Other under another name"):
+        register("backbone", "resnet50")(Other)
+    assert register("backbone", "resnet50")(Backbone) is Backbone and PARTS["backbone"]["resnet50"] is Backbone
 
 
 @pytest.mark.parametrize("changes, match", [
+    ({"backbone": "vgg16"}, "model.backbone must be one of resnet101, resnet18, resnet34, resnet50, got 'vgg16'"),
+    ({"position_embedding": "rope"}, "model.position_embedding must be one of learned, sine, got 'rope'"),
     ({"decoder_layer_type": "deformable"}, "model.decoder_layer_type must be one of conditional, detr, got 'deform"),
     ({"query_type": "anchors"}, "model.query_type must be one of learned, got 'anchors'"),
 ])

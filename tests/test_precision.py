@@ -11,7 +11,8 @@ import torch
 
 from book_layout import ROOT
 from detrlib import budget, engine
-from detrlib.config import environment_report, profile_settings
+from detrlib.config import profile_settings
+from detrlib.environment import environment_report
 from detrlib.precision import precision
 from fake_gpu import patches
 

@@ -17,9 +17,10 @@ import sys
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
-import torch
+if TYPE_CHECKING:
+    import torch
 
 
 @dataclass
@@ -51,6 +52,8 @@ def benchmark(name: str, help: str, add_arguments: Callable[[argparse.ArgumentPa
     def register(fn):
         @functools.wraps(fn)
         def run(args: argparse.Namespace) -> list[dict]:
+            import torch
+
             threads = torch.get_num_threads()
             if getattr(args, "threads", 0):
                 torch.set_num_threads(args.threads)
@@ -126,6 +129,8 @@ def seconds(fn, device=None) -> float:
     """Wall time of one ``fn()``. On a CUDA ``device`` kernels run asynchronously, so the call is
     timed between two CUDA events and waited for: a clock read right after it would time the
     kernel launches, not the work."""
+    import torch
+
     if device is not None and torch.device(device).type == "cuda":
         start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
         start.record()
@@ -160,6 +165,8 @@ def take_turns_quiet_and_busy(jobs: dict, repeats: int, busy: int, warmup: int =
     """:func:`take_turns`, and with ``busy`` = N > 0 each turn also times every job again next to N
     spinning processes: ``({name: quiet median}, {name: busy median})`` (the second empty when
     ``busy`` is 0). Quiet and busy alternate turn by turn, so both see the same machine."""
+    import torch
+
     for job in jobs.values():
         for _ in range(warmup):
             job()
@@ -185,6 +192,8 @@ def _medians(times: dict) -> dict:
 def random_boxes(shape, generator: torch.Generator) -> torch.Tensor:
     """Random boxes ``[*shape, 4]`` (``cx, cy, w, h``, normalized) inside the image, each side 5-50%
     of the image's: the objects of the benchmarks' and tests' random batches."""
+    import torch
+
     shape = (shape,) if isinstance(shape, int) else tuple(shape)
     wh = 0.05 + 0.45 * torch.rand(*shape, 2, generator=generator)
     return torch.cat([wh / 2 + (1 - wh) * torch.rand(*shape, 2, generator=generator), wh], -1)
@@ -193,6 +202,8 @@ def random_boxes(shape, generator: torch.Generator) -> torch.Tensor:
 def random_batch(batch: int, size: int, num_classes: int, objects=(5,), seed: int = 0):
     """A training batch ``(images, mask, targets)`` of ``size``² random pixels; image ``i`` holds
     ``objects[i % len(objects)]`` objects of :func:`random_boxes` and random classes."""
+    import torch
+
     g = torch.Generator().manual_seed(seed)
     images = torch.randn(batch, 3, size, size, generator=g)
     targets = []

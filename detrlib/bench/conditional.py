@@ -27,7 +27,9 @@ import statistics
 from pathlib import Path
 
 from detrlib.bench import benchmark, format_table, random_batch, take_turns
-from detrlib.config import Config, machine, profile_settings
+from detrlib.config import Config, profile_settings
+from detrlib.environment import machine
+from detrlib.errors import ConfigError, ExistingFileError
 
 
 def _arguments(parser: argparse.ArgumentParser) -> None:
@@ -54,8 +56,10 @@ def configurations(cfg: Config) -> dict[str, dict]:
                 "profile's step budget, steps to vanilla's final AP@0.5, seconds per training step side by side")
 def run(args: argparse.Namespace) -> list[dict]:
     if args.out and Path(args.out).exists():
-        raise ValueError(f"{args.out} already exists: choose another --out (results are never overwritten)")
-    cfg = profile_settings(args.profile)  # the profile itself: DETRLIB_PROFILE and DETRLIB_SET do not apply
+        raise ExistingFileError(f"{args.out} already exists: choose another --out (results are never overwritten)")
+    # the profile itself (DETRLIB_PROFILE and DETRLIB_SET do not apply), without its time cap: on a busy machine
+    # the cap would end the slower configurations earlier, and the curves would compare unequal budgets
+    cfg = profile_settings(args.profile).replace(**{"train.max_minutes": 0})
     command = "python -m detrlib " + shlex.join(getattr(args, "argv", ["bench", "conditional"]))
     results = measure(cfg, args.seeds, args.repeats, command)
     if args.out:
@@ -83,7 +87,7 @@ def measure(cfg: Config, seeds: list[int], repeats: int, command: str) -> dict:
     from detrlib.runfolder import read_metrics
 
     if not seeds:
-        raise ValueError("bench conditional needs at least one seed (--seeds 0 1)")
+        raise ConfigError("bench conditional needs at least one seed (--seeds 0 1)")
     steps = cfg.train.total_steps(len(build_dataset(cfg.data, "train")))
     plan = configurations(cfg)
     rows = []

@@ -14,17 +14,8 @@ import tempfile
 import time
 from pathlib import Path
 
-import torch
-from torchvision import tv_tensors
-from torchvision.datasets import VOCDetection
-from torchvision.ops import box_convert
-
 from detrlib.bench import benchmark
 from detrlib.config import get_profile
-from detrlib.data import build_loader, collate
-from detrlib.data.toy import TOY_CLASSES, ToySpec, make_toy_voc
-from detrlib.data.transforms import build_train_transforms
-from detrlib.data.voc import VOCDataset
 
 
 class VOCDetectionTarget:
@@ -35,6 +26,10 @@ class VOCDetectionTarget:
         self.index = {name: i for i, name in enumerate(classes)}
 
     def __call__(self, image, target):
+        import torch
+        from torchvision import tv_tensors
+        from torchvision.ops import box_convert
+
         objects = [o for o in target["annotation"]["object"] if o["difficult"] == "0"]
         boxes = torch.tensor([[float(o["bndbox"][k]) for k in ("xmin", "ymin", "xmax", "ymax")] for o in objects])
         boxes = boxes.reshape(-1, 4) - torch.tensor([1.0, 1.0, 0.0, 0.0])
@@ -67,6 +62,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 @benchmark("data", "toy VOC generation and DataLoader throughput vs torchvision's VOCDetection", add_arguments)
 def run(args: argparse.Namespace) -> list[dict]:
+    import torch
+    from torchvision.datasets import VOCDetection
+
+    from detrlib.data import build_loader, collate
+    from detrlib.data.toy import TOY_CLASSES, ToySpec, make_toy_voc
+    from detrlib.data.transforms import build_train_transforms
+    from detrlib.data.voc import VOCDataset
+
     cfg = get_profile(args.profile).data
     transforms = build_train_transforms(cfg)
     with tempfile.TemporaryDirectory() as tmp:

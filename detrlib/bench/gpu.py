@@ -22,15 +22,19 @@ import shlex
 import statistics
 import time
 from pathlib import Path
-
-import torch
+from typing import TYPE_CHECKING
 
 from detrlib import results
 from detrlib.bench import benchmark, random_batch
 from detrlib.bench.infer import inference_seconds_per_image
 from detrlib import config
-from detrlib.config import device_name, machine
+from detrlib.config import device_name
+from detrlib.environment import machine
+from detrlib.errors import ExistingFileError
 from detrlib.results import refresh_index
+
+if TYPE_CHECKING:
+    import torch
 
 
 def configurations(gpu) -> dict:
@@ -84,6 +88,8 @@ def training_speed(cfg, device: torch.device, size: int, batch: int, steps: int 
     """Steps per second (median step after ``warmup`` steps), peak memory and the last loss of the
     engine's training step for ``cfg`` (a :class:`~detrlib.config.Config`, its ``train.amp``
     choosing the precision)."""
+    import torch
+
     from detrlib.criterion import build_criterion
     from detrlib.engine import new_train_state, to_device, train_one_epoch
     from detrlib.memory import peak_memory_mb, reset_peak_memory
@@ -119,7 +125,7 @@ def run(args: argparse.Namespace) -> list[dict]:
               "(on Colab: Runtime > Change runtime type > GPU); `python -m detrlib bench infer` times the CPU.")
         return []
     if getattr(args, "out", None) and Path(args.out).exists():
-        raise ValueError(f"{args.out} already exists: choose another --out (results are never overwritten)")
+        raise ExistingFileError(f"{args.out} already exists: choose another --out (results are never overwritten)")
     from detrlib.engine import deterministic_settings, seed_everything
 
     seed_everything(0)  # the settings train() runs with, deterministic algorithms included
@@ -133,6 +139,8 @@ def run(args: argparse.Namespace) -> list[dict]:
 
 
 def measure(args: argparse.Namespace) -> list[dict]:
+    import torch
+
     from detrlib.config import profile_settings
     from detrlib.precision import precision
 

@@ -15,10 +15,13 @@ from __future__ import annotations
 
 import argparse
 import re
-
-import torch
+from typing import TYPE_CHECKING
 
 from detrlib.bench import benchmark, take_turns
+from detrlib.errors import ConfigError
+
+if TYPE_CHECKING:
+    import torch
 
 SEED_PAIR = ("6x100", "4x50")  # the seed's pruned decoder against DETR's own
 TARGET = 1.2  # the speed-up the seed's pruned decoder should give
@@ -28,7 +31,7 @@ def parse_config(text: str) -> tuple[int, int]:
     """``"4x50"`` -> (4 decoder layers, 50 queries)."""
     match = re.fullmatch(r"(\d+)x(\d+)", text)
     if not match or min(map(int, match.groups())) < 1:
-        raise ValueError(f"a configuration is DECODER_LAYERSxQUERIES, e.g. 4x50, not {text!r}")
+        raise ConfigError(f"a configuration is DECODER_LAYERSxQUERIES, e.g. 4x50, not {text!r}")
     return int(match[1]), int(match[2])
 
 
@@ -36,6 +39,8 @@ def inference_job(model, size: int, batch: int = 1, dtype: torch.dtype | None = 
                   device: torch.device | None = None):
     """A callable running ``model`` on a batch of ``batch`` random ``size``² images: eval mode, no
     gradients, under autocast to ``dtype`` when given."""
+    import torch
+
     from detrlib.precision import autocast
 
     device = device or next(model.parameters()).device
@@ -77,6 +82,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 @benchmark("infer", "inference s/image: warm-up, CUDA-event timing on a GPU, median of many runs", add_arguments)
 def run(args: argparse.Namespace) -> list[dict]:
+    import torch
+
     from detrlib.config import device_name, get_profile, pick_device
     from detrlib.precision import precision as choose
     from detrlib.model import build_model, count_parameters

@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import argparse
 import statistics
-
-import torch
-from scipy.optimize import linear_sum_assignment
-from torchvision.ops import box_convert, generalized_box_iou
+from typing import TYPE_CHECKING
 
 from detrlib.bench import benchmark, random_boxes, take_turns
-from detrlib.matcher import HungarianMatcher
+
+if TYPE_CHECKING:
+    import torch
+
+    from detrlib.matcher import HungarianMatcher
 
 # (images per batch, queries, most objects per image); each image gets 1..most objects
 SETTINGS = ((8, 100, 20), (32, 100, 20), (64, 100, 20), (8, 300, 50))
@@ -20,30 +21,36 @@ TARGETS = {False: {32: 4.0, 64: 6.0}, True: {32: 4.0, 64: 4.0}}
 NUM_CLASSES = 20
 
 
-@torch.no_grad()
 def all_pairs_match(matcher: HungarianMatcher, outputs: dict, targets: list[dict]) -> list[tuple]:
     """The baseline: one [B*Q, sum T] cost matrix across the whole batch, of which only the B
     diagonal blocks [Q, T_b] are used (the formulation of the official DETR matcher)."""
-    B, Q = outputs["pred_logits"].shape[:2]
-    prob = outputs["pred_logits"].flatten(0, 1).float().softmax(-1)
-    boxes = outputs["pred_boxes"].flatten(0, 1).float()
-    labels = torch.cat([t["labels"] for t in targets])
-    tgt_boxes = torch.cat([t["boxes"] for t in targets]).float()
-    cost = (matcher.cost_bbox * torch.cdist(boxes, tgt_boxes, p=1)
-            - matcher.cost_class * prob[:, labels]
-            - matcher.cost_giou * generalized_box_iou(box_convert(boxes, "cxcywh", "xyxy"),
-                                                      box_convert(tgt_boxes, "cxcywh", "xyxy")))
-    cost = cost.view(B, Q, -1).cpu()
-    sizes = [len(t["boxes"]) for t in targets]
-    indices = []
-    for b, block in enumerate(cost.split(sizes, -1)):
-        rows, cols = linear_sum_assignment(block[b].numpy())
-        indices.append((torch.as_tensor(rows, dtype=torch.int64), torch.as_tensor(cols, dtype=torch.int64)))
-    return indices
+    import torch
+    from scipy.optimize import linear_sum_assignment
+    from torchvision.ops import box_convert, generalized_box_iou
+
+    with torch.no_grad():
+        B, Q = outputs["pred_logits"].shape[:2]
+        prob = outputs["pred_logits"].flatten(0, 1).float().softmax(-1)
+        boxes = outputs["pred_boxes"].flatten(0, 1).float()
+        labels = torch.cat([t["labels"] for t in targets])
+        tgt_boxes = torch.cat([t["boxes"] for t in targets]).float()
+        cost = (matcher.cost_bbox * torch.cdist(boxes, tgt_boxes, p=1)
+                - matcher.cost_class * prob[:, labels]
+                - matcher.cost_giou * generalized_box_iou(box_convert(boxes, "cxcywh", "xyxy"),
+                                                          box_convert(tgt_boxes, "cxcywh", "xyxy")))
+        cost = cost.view(B, Q, -1).cpu()
+        sizes = [len(t["boxes"]) for t in targets]
+        indices = []
+        for b, block in enumerate(cost.split(sizes, -1)):
+            rows, cols = linear_sum_assignment(block[b].numpy())
+            indices.append((torch.as_tensor(rows, dtype=torch.int64), torch.as_tensor(cols, dtype=torch.int64)))
+        return indices
 
 
 def random_problem(batch: int, queries: int, most: int, generator: torch.Generator, device) -> tuple[dict, list]:
     """Random logits, boxes inside the image, and 1..``most`` objects per image."""
+    import torch
+
     outputs = {"pred_logits": torch.randn(batch, queries, NUM_CLASSES + 1, generator=generator).to(device),
                "pred_boxes": random_boxes((batch, queries), generator).to(device)}
     targets = []
@@ -55,6 +62,8 @@ def random_problem(batch: int, queries: int, most: int, generator: torch.Generat
 
 
 def same(a: list[tuple], b: list[tuple]) -> bool:
+    import torch
+
     return all(torch.equal(x[0], y[0]) and torch.equal(x[1], y[1]) for x, y in zip(a, b, strict=True))
 
 
@@ -69,6 +78,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 @benchmark("matcher", "Hungarian matching: per-image cost matrices vs the all-pairs batched matrix",
            add_arguments)
 def run(args: argparse.Namespace) -> list[dict]:
+    import torch
+
+    from detrlib.matcher import HungarianMatcher
+
     print(f"device {args.device}, {torch.get_num_threads()} torch threads, median of {args.repeats} calls "
           f"on each of {args.problems} random problems, {NUM_CLASSES} classes"
           + (f", next to {args.busy} spinning processes" if args.busy else ""))

@@ -9,7 +9,6 @@ number is the median of ``--repeats`` runs after a warm-up, the two libraries ta
 from __future__ import annotations
 
 import argparse
-import torch
 
 from detrlib.bench import benchmark, hf_detr, take_turns
 
@@ -29,6 +28,8 @@ def _loss(logits, boxes):
 
 def _jobs(model, hf: bool, size: int, batch: int):
     """``name -> callable`` for one model; each callable runs one timed unit of work."""
+    import torch
+
     def run(x, train):
         model.train(train)
         if hf:
@@ -59,6 +60,8 @@ def _jobs(model, hf: bool, size: int, batch: int):
 @benchmark("model", add_arguments=_arguments,
            help="DETR-R50 on CPU: forward, forward+backward and inference seconds, detrlib vs Hugging Face")
 def run(args: argparse.Namespace) -> list[dict]:
+    import torch
+
     from detrlib.config import ModelConfig
     from detrlib.model import build_model
 

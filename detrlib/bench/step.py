@@ -16,11 +16,12 @@ Each number is the median of ``--repeats`` steps after a warm-up, the jobs takin
 from __future__ import annotations
 
 import argparse
-
-import torch
-from torch import nn
+from typing import TYPE_CHECKING
 
 from detrlib.bench import benchmark, hf_detr, random_batch, take_turns_quiet_and_busy
+
+if TYPE_CHECKING:
+    import torch
 
 
 def _arguments(parser: argparse.ArgumentParser) -> None:
@@ -46,6 +47,9 @@ def detrlib_step(cfg, images, mask, targets, dtype: torch.dtype | None = None):
     takes it, on the device of ``images``: the model under autocast to ``dtype`` (``None``: fp32),
     matching and losses in fp32, a ``GradScaler`` for fp16. The returned callable runs one step on
     this batch, or on ``(images, mask, targets)`` given to it, and returns the loss as a float."""
+    import torch
+    from torch import nn
+
     from detrlib.criterion import build_criterion
     from detrlib.engine import make_optimizer
     from detrlib.precision import autocast
@@ -93,6 +97,9 @@ def hf_config(model_cfg) -> dict:
 def hf_step(model, images, targets, clip: float = 0.1, dtype: torch.dtype | None = None):
     """One training step of Hugging Face's DETR, with the fused AdamW its Trainer uses by default,
     its forward pass under autocast to ``dtype`` (``None``: fp32)."""
+    import torch
+    from torch import nn
+
     from detrlib.precision import autocast
 
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=1e-4, fused=True)
@@ -123,6 +130,8 @@ def _profile(name: str, args: argparse.Namespace):
            help="seconds per training step (forward, matching, loss, backward, AdamW) on CPU; detrlib vs "
                 "Hugging Face, --dn for denoising's overhead, --busy N next to N spinning processes")
 def run(args: argparse.Namespace) -> list[dict]:
+    import torch
+
     from detrlib.precision import precision as choose
 
     dtype = choose("auto", "cpu").dtype if args.amp else None

@@ -18,7 +18,8 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from detrlib.config import downloads_dir
+from detrlib.config import downloads_dir, repository_url, workdir
+from detrlib.errors import DataError, DownloadError
 
 
 @dataclass(frozen=True)
@@ -50,10 +51,6 @@ VOC_ARCHIVES = {
                                 _mirrors("voc2012", "VOCtrainval_11-May-2012.tar"),
                                 ("VOC2012:train", "VOC2012:val", "VOC2012:trainval")),
 }
-
-
-class DownloadError(RuntimeError):
-    """Every mirror of an archive failed, or the file could not be written."""
 
 
 def _unwritable(folder: Path, err: OSError) -> DownloadError:
@@ -138,7 +135,7 @@ def download(urls, dest: Path, digest: str, algorithm: str = "md5", advice: str 
 def extract(archive: Path, root: Path) -> None:
     """Unpack a tar archive into ``root`` (VOC's archives hold ``VOCdevkit/<year>/...``)."""
     if not hasattr(tarfile, "data_filter"):
-        raise RuntimeError("extracting archives safely needs Python 3.10.12+, 3.11.4+ or 3.12+: upgrade Python")
+        raise DownloadError("extracting archives safely needs Python 3.10.12+, 3.11.4+ or 3.12+: upgrade Python")
     root.mkdir(parents=True, exist_ok=True)
     with tarfile.open(archive) as tar:
         members = tar.getmembers()
@@ -153,7 +150,7 @@ def archives_for(sets) -> list[str]:
         found = [name for name, a in VOC_ARCHIVES.items() if spec in a.sets]
         if not found:
             known = sorted(s for a in VOC_ARCHIVES.values() for s in a.sets)
-            raise ValueError(f"no VOC archive holds {spec!r}; downloadable sets: {', '.join(known)}")
+            raise DataError(f"no VOC archive holds {spec!r}; downloadable sets: {', '.join(known)}")
         names += [n for n in found if n not in names]
     return names
 
@@ -172,3 +169,14 @@ def download_voc(root, names=tuple(VOC_ARCHIVES), download_dir=None, archives=VO
         extract(path, root)
         done.write_text(archive.md5 + "\n")
     return root
+
+
+def repository_file(relative: str, sha256: str = "") -> Path:
+    """A file this repository keeps (``checkpoints/...``, ``results/...``): from the checkout when
+    detrlib runs from one, else downloaded once from the repository into
+    :func:`~detrlib.config.workdir` (as on Colab, where only the package is installed) and checked
+    against ``sha256`` when given."""
+    local = Path(__file__).resolve().parents[2] / relative
+    if local.exists():
+        return local
+    return download([repository_url(relative)], workdir() / relative, sha256, "sha256")

@@ -25,7 +25,7 @@ from detrlib.data.voc import DataError, VOCDataset, read_split, split_file, writ
 def parse_profile(profile: str) -> tuple[str, float]:
     match = re.fullmatch(r"(exp|step)(\d+(?:\.\d+)?)", profile)
     if not match or float(match.group(2)) < 1:
-        raise ValueError(f"unknown imbalance profile {profile!r}: use exp<R> or step<R> with a head-to-tail "
+        raise DataError(f"unknown imbalance profile {profile!r}: use exp<R> or step<R> with a head-to-tail "
                          "ratio R >= 1, e.g. exp50 or step10")
     return match.group(1), float(match.group(2))
 

@@ -31,6 +31,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from detrlib.data.voc import VOC_CLASSES, split_file, write_split
+from detrlib.errors import DataError
 
 YEAR = "VOCtoy"
 VERSION = 2  # part of the cache key of ensure_toy_voc: bump it when the pictures change
@@ -250,9 +251,9 @@ def make_toy_voc(root, train: int, val: int, seed: int = 0, spec: ToySpec = ToyS
     ``(seed, split, index)``, so the result depends only on the arguments.
     """
     if train < 0 or val < 0 or train + val == 0:
-        raise ValueError(f"make_toy_voc needs a positive number of images, got train={train}, val={val}")
+        raise DataError(f"make_toy_voc needs a positive number of images, got train={train}, val={val}")
     if not 0 <= spec.min_objects <= spec.max_objects:
-        raise ValueError(f"need 0 <= min_objects <= max_objects, got {spec.min_objects}, {spec.max_objects}")
+        raise DataError(f"need 0 <= min_objects <= max_objects, got {spec.min_objects}, {spec.max_objects}")
     year_dir = Path(root) / "VOCdevkit" / YEAR
     for sub in ("Annotations", "JPEGImages"):
         (year_dir / sub).mkdir(parents=True, exist_ok=True)

@@ -29,6 +29,8 @@ from torchvision import tv_tensors
 from torchvision.ops import box_convert
 from torchvision.transforms.v2 import functional as F
 
+from detrlib.errors import DataError
+
 VOC_CLASSES = (
     "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
     "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train",
@@ -38,10 +40,6 @@ VOC_CLASSES = (
 # COCO has all 20 (aeroplane is COCO's airplane, sofa its couch, tvmonitor its tv, ...).
 VOC_IN_COCO = (5, 2, 16, 9, 44, 6, 3, 17, 62, 21, 67, 18, 19, 4, 1, 64, 20, 63, 7, 72)
 CLASS_FILE = "classes.txt"
-
-
-class DataError(ValueError):
-    """Bad input in a VOC-format tree; the message names the file and what to do."""
 
 
 class UnusableImage(DataError):

@@ -28,9 +28,7 @@ class Attention(nn.Module):
     """
 
     def __init__(self, d_model: int, nheads: int, dropout: float = 0.0):
-        super().__init__()
-        if d_model % nheads:
-            raise ValueError(f"hidden_dim {d_model} must be divisible by nheads {nheads}")
+        super().__init__()  # ModelConfig checks that nheads divides hidden_dim
         self.d_model, self.nheads, self.dropout = d_model, nheads, dropout
         self.in_proj_weight = nn.Parameter(torch.empty(3 * d_model, d_model))
         self.in_proj_bias = nn.Parameter(torch.zeros(3 * d_model))

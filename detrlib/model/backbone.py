@@ -47,14 +47,7 @@ class Backbone(nn.Module):
 
     def __init__(self, name: str = "resnet50", stages: int = 4, dilation: bool = False,
                  frozen_bn: bool = True, frozen_stages: int = 1, pretrained: bool = False, return_stages: int = 1):
-        super().__init__()
-        if stages not in (1, 2, 3, 4):
-            raise ValueError(f"ModelConfig.backbone_stages must be 1 to 4, got {stages}")
-        if not 0 <= frozen_stages <= 4:
-            raise ValueError(f"ModelConfig.frozen_stages must be 0 to 4, got {frozen_stages}")
-        if dilation and (stages < 4 or RESNETS[name] == 64):
-            raise ValueError("ModelConfig.dilation dilates layer4 of a bottleneck ResNet: it needs "
-                             "backbone_stages=4 and resnet50 or resnet101")
+        super().__init__()  # ModelConfig checks the stages and the dilation
         resnet = getattr(torchvision.models, name)(
             replace_stride_with_dilation=[False, False, dilation],
             norm_layer=FrozenBatchNorm2d if frozen_bn else nn.BatchNorm2d)

@@ -112,12 +112,7 @@ class Denoiser(nn.Module):
 
     def __init__(self, num_classes: int, hidden_dim: int, groups: int = 5, label_noise: float = 0.2,
                  box_noise: float = 0.4):
-        super().__init__()
-        if groups < 1:
-            raise ValueError(f"dn_groups must be >= 1 to build denoising queries (0 turns denoising off), got {groups}")
-        if not 0 <= label_noise <= 1 or not 0 <= box_noise < 1:
-            raise ValueError(f"dn_label_noise must lie in [0, 1] and dn_box_noise in [0, 1), got "
-                             f"{label_noise} and {box_noise}")
+        super().__init__()  # ModelConfig checks the noise; dn_groups=0 builds no Denoiser
         self.num_classes, self.hidden_dim = num_classes, hidden_dim
         self.groups, self.label_noise, self.box_noise = groups, label_noise, box_noise
         self.label_embed = nn.Embedding(num_classes, hidden_dim - 1)

@@ -18,18 +18,21 @@ its query's point.
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torchvision.ops import box_convert
 
-from detrlib.config import ModelConfig
 from detrlib.model.backbone import Joiner
 from detrlib.model.denoising import Denoiser
 from detrlib.model.registry import part, register
 from detrlib.model.transformer import Transformer
 from detrlib.targets import check_targets
+
+if TYPE_CHECKING:
+    from detrlib.config import ModelConfig
 
 
 class MLP(nn.Module):
