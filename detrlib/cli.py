@@ -118,10 +118,11 @@ def _train(args: argparse.Namespace) -> int:
 
     from detrlib.checkpoint import list_checkpoints
     from detrlib.engine import train
-    from detrlib.runfolder import read_metrics, run_dir
+    from detrlib.runfolder import check_new_run, read_metrics, run_dir
 
     cfg = _config_from_args(args)
     out = run_dir(cfg) if args.out is None else Path(args.out)
+    check_new_run(out, args.resume)  # a folder that is refused is refused before anything is said about it
     if args.resume and not list_checkpoints(out / "checkpoints"):
         warnings.warn(f"--resume: {out} {'holds no checkpoint' if out.exists() else 'does not exist'}, so there is "
                       "nothing to resume: a new run starts there")

@@ -33,6 +33,12 @@ CUBLAS_WORKSPACE = ":4096:8"  # a fixed cuBLAS workspace, which deterministic al
 
 # --- set-up: seeds, distributed processes, precision, optimizer -------------------------------------
 
+def bars(progress: bool) -> bool:
+    """Whether to draw progress bars: when asked, and not under ``TQDM_DISABLE=1`` (as ``make book``
+    runs its kernels: a built page cannot animate them), which tqdm's notebook bars do not read themselves."""
+    return progress and os.environ.get("TQDM_DISABLE", "") in ("", "0")
+
+
 def seed_everything(seed: int, deterministic: bool = True) -> None:
     """Seed every generator and, with ``deterministic``, run the settings :func:`deterministic_settings`
     lists: the same seed trains the same run, and a resumed run continues it exactly."""
@@ -182,9 +188,8 @@ def train_one_epoch(state: TrainState, criterion, batches, cfg: TrainConfig, on_
     totals, bad_in_row = state.totals, 0
     distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
     length = agree([len(batches)], "min", device)[0] if distributed else None
-    bars = {} if progress else {"disable": True}  # TQDM_DISABLE=1 hides them too: the built book cannot animate
-    bar = tqdm(batches, total=length, desc=f"epoch {state.epoch + 1}/{cfg.epochs}", leave=False, dynamic_ncols=True,
-               **bars)
+    bar = tqdm(batches, total=length, desc=f"epoch {state.epoch + 1}/{cfg.epochs}", disable=not bars(progress),
+               leave=False, dynamic_ncols=True)
     optimizer.zero_grad(set_to_none=True)
     tic = time.perf_counter()
     for i, batch in enumerate(bar):
@@ -247,7 +252,7 @@ def detect(model, loader, postprocess, device, dtype=None, progress: bool = Fals
     "boxes" x1,y1,x2,y2 in original pixels}}``."""
     model.eval()
     predictions = {}
-    for images, mask, targets in tqdm(loader, desc="eval", disable=not progress, leave=False):
+    for images, mask, targets in tqdm(loader, desc="eval", disable=not bars(progress), leave=False):
         images, mask, targets = to_device(images, mask, targets, device)
         with autocast(device, dtype):
             outputs = model(images, mask)
@@ -373,8 +378,8 @@ def _train(cfg: Config, out: Path, resume: bool, progress: bool) -> Path:
     if saved is not None:
         _continue(state, saved, cfg, out, world, device)
         if state.finished and (reason := state.stop_reason(t)):
-            record.say(f"run {out.name} finished at epoch {state.epoch}, step {state.step}, stopped by "
-                       f"{_limit(reason, t)}: nothing more to train (a larger train.{reason} trains on)")
+            record.say(f"run {out.name} finished at step {state.step}, stopped by {_limit(reason, t)}: nothing more "
+                       f"to train (a larger train.{reason} trains on)")
             return out  # reused as it is; a larger budget trains on
         record.say(f"resumed from {saved['path']}: epoch {state.epoch}, step {state.step}", always=True)
     elif t.init_checkpoint:
@@ -395,8 +400,10 @@ def _train(cfg: Config, out: Path, resume: bool, progress: bool) -> Path:
             tic = time.perf_counter()
             means = train_one_epoch(state, criterion, loader, t, record.after_step, progress=progress and rank == 0)
             state.train_time += time.perf_counter() - tic
-            state.epoch, state.batch = state.epoch + 1, 0
             stopped = state.stop_reason(t)
+            if stopped not in ("max_steps", "max_minutes"):  # the epoch ran out of batches; a cap may end one midway
+                state.epoch, state.batch = state.epoch + 1, 0
+                stopped = state.stop_reason(t)
         record.end_of_epoch(state, means, stopped)
         if stopped:
             break
@@ -503,7 +510,8 @@ class Recorder:
                 self.best = metrics["AP50"]
                 ckpt.save_best({"model": model.state_dict(), "config": self.cfg.to_dict(),
                                 "metrics": state.history[-1], "classes": self.classes}, self.out / "checkpoints")
-            self.say(f"epoch {state.epoch} step {state.step}: loss {means.get('loss', float('nan')):.3f}, "
+            epoch = state.epoch + (state.batch > 0)  # the epoch a cap stopped midway counts as begun
+            self.say(f"epoch {epoch} step {state.step}: loss {means.get('loss', float('nan')):.3f}, "
                      f"AP50 {metrics['AP50']:.3f}, AP {metrics['AP']:.3f} ({self.cfg.profile} profile)"
                      + (f"; stopped by {stopped}" if stopped else ""))
         self.checkpoint(state, finished=bool(stopped))

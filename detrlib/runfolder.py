@@ -230,6 +230,7 @@ def claimed(out: Path, resume: bool, hold: bool = True):
     if not hold:
         yield
         return
+    check_new_run(out, resume)  # before the lock file is made: a refused folder is left as it was
     with locked(out):
-        check_new_run(out, resume)
+        check_new_run(out, resume)  # again, holding it: another process may have started a run meanwhile
         yield

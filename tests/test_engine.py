@@ -79,7 +79,7 @@ def test_a_finished_run_is_reused_and_a_larger_budget_trains_on(tmp_path, monkey
     short = get_profile("smoke").replace(**{"train.max_steps": 2, "train.epochs": 2})
     train(short, tmp_path / "run", progress=False)
     train(short, tmp_path / "run", progress=True)
-    assert ("finished at epoch 1, step 2, stopped by train.max_steps=2: nothing more to train (a larger "
+    assert ("finished at step 2, stopped by train.max_steps=2: nothing more to train (a larger "
             "train.max_steps trains on)") in capsys.readouterr().out
     train(short.replace(**{"train.max_steps": 4}), tmp_path / "run", progress=False)
     assert [h["step"] for h in read_metrics(tmp_path / "run")] == [2, 4]

@@ -19,6 +19,7 @@ from torch import nn
 from torchvision.models._utils import IntermediateLayerGetter
 from torchvision.ops import FrozenBatchNorm2d
 
+from detrlib.errors import CheckpointError
 from detrlib.model.registry import register
 
 RESNETS = {"resnet18": 64, "resnet34": 64, "resnet50": 256, "resnet101": 256}  # layer1's channels
@@ -37,9 +38,9 @@ def imagenet_weights(name: str) -> dict:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception:  # torch reports a damaged file, or one holding code, in several exception types
-        raise ValueError(f"{path} cannot be read as {name}'s ImageNet weights: it is damaged, or holds Python "
-                         "objects beyond tensors, which could run code and detrlib refuses; delete it, and it is "
-                         "downloaded again") from None
+        raise CheckpointError(f"{path} cannot be read as {name}'s ImageNet weights: it is damaged, or holds "
+                              "Python objects beyond tensors, which could run code and detrlib refuses; delete it, "
+                              "and it is downloaded again") from None
 
 
 class Backbone(nn.Module):
