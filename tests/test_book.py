@@ -26,7 +26,8 @@ def built_book() -> Path:
     runs = out / "_build" / "runs"
     if not runs.is_dir():  # a build without its runs folder starts over, so every chapter trains
         shutil.rmtree(out, ignore_errors=True)
-    env = {**os.environ, "DETRLIB_PROFILE": "smoke", "DETRLIB_STATIC_WIDGETS": "1", "TQDM_DISABLE": "1", "DETRLIB_RUNS": str(runs)}
+    env = {**os.environ, "DETRLIB_PROFILE": "smoke", "DETRLIB_STATIC_WIDGETS": "1", "TQDM_DISABLE": "1",
+           "DETRLIB_RUNS": str(runs)}
     env.pop("MPLBACKEND", None)
     result = subprocess.run([sys.executable, str(ROOT / "scripts" / "build_book.py"), "--out", str(out)],
                             env=env, capture_output=True, text=True)

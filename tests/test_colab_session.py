@@ -21,7 +21,6 @@ import pytest
 from nbclient import NotebookClient
 
 from book_layout import ROOT
-from official import write_official_checkpoint
 
 pytestmark = pytest.mark.slow
 NO_NETWORK = {"http_proxy": "http://127.0.0.1:9", "https_proxy": "http://127.0.0.1:9", "no_proxy": ""}
@@ -146,17 +145,13 @@ def test_committed_results_reach_an_installed_detrlib(colab, tmp_path):
 
 
 @pytest.fixture(scope="module")
-def chapters_on_a_t4(colab):
+def chapters_on_a_t4(colab, voc2007_at_toy_size, official_checkpoint):
     """Chapters 4 and 7 as a reader on a free T4 runs them (on the CPU, shrunk by DETRLIB_SET)."""
-    from detrlib.data.toy import make_voc_like
-
     work, env = colab
-    voc = make_voc_like(work / "voc", {"VOC2007": {"trainval": 16, "test": 8}})
-    checkpoint = write_official_checkpoint(work / "detr-r50-e632da11.pth")
-    changes = {"data.root": str(voc), "data.download": False, "data.train_scales": [64], "data.max_size": 80,
-               "data.val_size": 64, "data.val_subset": 6, "data.num_workers": 0, "train.batch_size": 2,
-               "train.max_steps": 2, "train.warmup_steps": 1, "train.checkpoint_every": 0, "train.device": "cpu",
-               "train.init_checkpoint": str(checkpoint)}
+    changes = {"data.root": str(voc2007_at_toy_size), "data.download": False, "data.train_scales": [64],
+               "data.max_size": 80, "data.val_size": 64, "data.val_subset": 6, "data.num_workers": 0,
+               "train.batch_size": 2, "train.max_steps": 2, "train.warmup_steps": 1, "train.checkpoint_every": 0,
+               "train.device": "cpu", "train.init_checkpoint": str(official_checkpoint)}
     branch = work / "github" / "detrlib" / "detr-book" / "main"
     branch.mkdir(parents=True)
     for folder in ("checkpoints", "results"):

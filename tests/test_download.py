@@ -152,7 +152,8 @@ def test_with_drive_mounted_a_new_session_extracts_from_drive_and_downloads_noth
     (tmp_path / "drive" / "MyDrive").mkdir(parents=True)
     for session in ("first", "second"):
         monkeypatch.setenv("DETRLIB_HOME", str(tmp_path / session))  # a new VM: an empty local disk
-        monkeypatch.setenv("DETRLIB_DOWNLOADS", "")
+        for variable in ("DETRLIB_RUNS", "DETRLIB_DOWNLOADS"):  # through monkeypatch, so use_drive's values are undone
+            monkeypatch.setenv(variable, "")
         colab.use_drive()  # the chapter's Drive cell
         root = download_voc(tmp_path / session / "voc", ["VOC2007-trainval"], archives=archives)
         assert len(VOCDataset(parse_sets(root, ["VOC2007:trainval"]))) == 2

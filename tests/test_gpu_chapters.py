@@ -1,33 +1,44 @@
 """The chapters that train, run top to bottom in the gpu profile on the CPU at toy size, so that a
 Colab reader is never the first to run their GPU cells: DETR-R50 from an official-format checkpoint
 with random values, on a generated VOC-format tree, with the profile's settings shrunk through
-``DETRLIB_SET`` (small images, 2 steps, a few validation images)."""
+``DETRLIB_SET`` (small images, 2 steps, a few validation images), and the timing loops the cells size
+for a GPU cut to a few calls on toy-size images (``toy_timing``). Chapter 4 runs in the gpu profile in
+tests/test_colab_session.py, as a reader on a T4 runs it."""
 import json
 import os
+import shutil
 
 import nbformat
 import pytest
 from nbclient import NotebookClient
 
 from book_layout import ROOT
-from detrlib.data.toy import make_voc_like
-from official import write_official_checkpoint
 
 pytestmark = pytest.mark.slow
-CHAPTERS = ["04_training", "05_denoising", "06_pruning"]  # the chapters whose cells differ on a GPU
+CHAPTERS = ["05_denoising", "06_pruning"]  # with chapter 4, the chapters whose cells differ on a GPU
+SITECUSTOMIZE = """import os
+
+if os.environ.pop("TOY_TIMING", ""):  # in the kernel only, not in its children
+    import toy_timing
+
+    toy_timing.install()
+"""
 
 
 @pytest.fixture(scope="module")
-def gpu_at_toy_size(tmp_path_factory):
+def gpu_at_toy_size(tmp_path_factory, voc2007_at_toy_size, official_checkpoint):
     work = tmp_path_factory.mktemp("gpu-chapters")
-    voc = make_voc_like(work / "voc", {"VOC2007": {"trainval": 16, "test": 8}})
-    checkpoint = write_official_checkpoint(work / "detr-r50-e632da11.pth")
-    changes = {"data.root": str(voc), "data.download": False, "data.train_scales": [64], "data.max_size": 80,
-               "data.val_size": 64, "data.val_subset": 6, "data.num_workers": 0, "train.batch_size": 2,
-               "train.max_steps": 2, "train.warmup_steps": 1, "train.checkpoint_every": 0, "train.device": "cpu",
-               "train.init_checkpoint": str(checkpoint)}
+    stubs = work / "stubs"
+    stubs.mkdir()
+    shutil.copy(ROOT / "tests" / "toy_timing.py", stubs)
+    (stubs / "sitecustomize.py").write_text(SITECUSTOMIZE)
+    changes = {"data.root": str(voc2007_at_toy_size), "data.download": False, "data.train_scales": [64],
+               "data.max_size": 80, "data.val_size": 64, "data.val_subset": 6, "data.num_workers": 0,
+               "train.batch_size": 2, "train.max_steps": 2, "train.warmup_steps": 1, "train.checkpoint_every": 0,
+               "train.device": "cpu", "train.init_checkpoint": str(official_checkpoint)}
     env = {"DETRLIB_PROFILE": "gpu", "DETRLIB_SET": json.dumps(changes), "DETRLIB_HOME": str(work / "home"),
-           "DETRLIB_STATIC_WIDGETS": "1", "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+           "DETRLIB_STATIC_WIDGETS": "1", "TQDM_DISABLE": "1", "PYTHONPATH": f"{ROOT}{os.pathsep}{stubs}",
+           "OMP_NUM_THREADS": "1", "TOY_TIMING": "1"}
     saved = {key: os.environ.get(key) for key in env}
     os.environ.update(env)  # the kernels inherit this environment
     yield work

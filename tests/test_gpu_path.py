@@ -16,7 +16,6 @@ from detrlib.data.toy import make_voc_like
 from detrlib.data.voc import VOC_CLASSES
 from detrlib.runfolder import read_metrics
 from detrlib.model import build_model
-from official import write_official_checkpoint
 
 OFFICIAL_URL = "https://dl.fbaipublicfiles.com/detr/detr-r50-e632da11.pth"
 
@@ -25,11 +24,6 @@ OFFICIAL_URL = "https://dl.fbaipublicfiles.com/detr/detr-r50-e632da11.pth"
 def voc(tmp_path_factory):
     return make_voc_like(tmp_path_factory.mktemp("voc"),
                          {"VOC2007": {"trainval": 16, "test": 10}, "VOC2012": {"trainval": 12}})
-
-
-@pytest.fixture(scope="module")
-def coco_checkpoint(tmp_path_factory):
-    return write_official_checkpoint(tmp_path_factory.mktemp("coco") / "detr-r50-e632da11.pth")
 
 
 def test_gpu_and_full_profiles_are_the_reference_model_at_two_budgets():
@@ -66,8 +60,8 @@ def test_the_readme_shows_the_chapters_estimated_minutes():
         "README's table of Colab minutes differs from detrlib.budget.readme_table: update the README")
 
 
-def test_the_load_report_names_the_new_head_the_dropped_layers_and_queries_and_denoising(coco_checkpoint):
-    report = str(load_official_checkpoint(build_model(profile_settings("gpu").model), coco_checkpoint))
+def test_the_load_report_names_the_new_head_the_dropped_layers_and_queries_and_denoising(official_checkpoint):
+    report = str(load_official_checkpoint(build_model(profile_settings("gpu").model), official_checkpoint))
     assert "class head replaced (92 outputs in the checkpoint, 21 in the model)" in report
     assert "decoder layer 4 is beyond the model's 4 decoder layers" in report
     assert "decoder layer 5 is beyond the model's 4 decoder layers" in report
@@ -88,9 +82,9 @@ def shrunk(profile: str, voc, checkpoint, amp: str) -> list[str]:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("profile, amp", [("gpu", "fp16"), ("full", "bf16")])
-def test_the_gpu_code_path_trains_evaluates_and_predicts_on_a_cpu(profile, amp, voc, coco_checkpoint, tmp_path, capsys):
+def test_the_gpu_code_path_trains_evaluates_and_predicts_on_a_cpu(profile, amp, voc, official_checkpoint, tmp_path, capsys):
     out = tmp_path / "run"
-    assert main(["train", "--profile", profile, "--out", str(out), *shrunk(profile, voc, coco_checkpoint, amp)]) == 0
+    assert main(["train", "--profile", profile, "--out", str(out), *shrunk(profile, voc, official_checkpoint, amp)]) == 0
     printed = capsys.readouterr().out
     assert "class head replaced" in printed and "queries 50-99 dropped" in printed and "denoising queries" in printed
     last = read_metrics(out)[-1]
@@ -131,8 +125,8 @@ def test_a_time_cap_ends_the_run_cleanly_and_a_higher_cap_continues_it(tmp_path,
                             "train.checkpoint_every": 7, "train.keep_last": 1, "train.eval_every": 2})
     assert train(placed, progress=False) == out
     history = read_metrics(out)
-    second_epoch = cfg.train.steps_per_epoch(cfg.data.toy_train, 1)
-    assert [h["step"] for h in history] == [1, 1 + second_epoch] and history[-1]["stopped"] == "epochs"
+    per_epoch = cfg.train.steps_per_epoch(cfg.data.toy_train, 1)  # the capped epoch is finished, then the second
+    assert [h["step"] for h in history] == [1, 2 * per_epoch] and history[-1]["stopped"] == "epochs"
     assert cfg.replace(**{"train.lr": 1e-3}).key() != cfg.key()  # a setting that changes the weights: a new run
 
 

@@ -8,7 +8,7 @@ import torch
 
 from detrlib import checkpoint as ckpt
 from detrlib.config import get_profile
-from detrlib.runfolder import (RunFolderError, check_new_run, check_resume, check_resumable, is_run_config, locked,
+from detrlib.runfolder import (RunFolderError, check_new_run, claimed, check_resume, check_resumable, is_run_config, locked,
                                read_config, run_files, write_config)
 
 
@@ -79,7 +79,11 @@ def test_a_run_is_known_by_what_its_files_say_and_a_users_files_are_never_writte
     for resume in (False, True):
         with pytest.raises(RunFolderError, match="config.json is not a detrlib run's config"):
             check_new_run(tmp_path / "user", resume)
+        with pytest.raises(RunFolderError, match="nothing was changed"):
+            with claimed(tmp_path / "user", resume):
+                pass
     lock = tmp_path / "user" / "train.lock"
+    assert sorted(p.name for p in lock.parent.iterdir()) == ["config.json"]  # refused: no lock file left either
     lock.write_text("my notes\n")
     with pytest.raises(RunFolderError, match="train.lock is not detrlib's lock file"):
         with locked(tmp_path / "user"):
