@@ -390,13 +390,39 @@ def test_the_registry_is_the_one_list_of_parts_and_refuses_a_taken_name(monkeypa
     register("backbone", "resnet999")(Backbone)  # a registered name is a valid setting at once
     assert settle(named="smoke", sets=["model.backbone=resnet999"]).model.backbone == "resnet999"
 
-    class Other(torch.nn.Module):
+    class Other(Backbone):
         pass
 
     with pytest.raises(ValueError, match="backbone 'resnet50' is already detrlib.model.backbone.Backbone: register "
                                          "test_model.*Other under another name"):
         register("backbone", "resnet50")(Other)
     assert register("backbone", "resnet50")(Backbone) is Backbone and PARTS["backbone"]["resnet50"] is Backbone
+    with pytest.raises(TypeError, match="a part is built from the ModelConfig by its from_config"):
+        register("backbone", "plain")(torch.nn.Identity)
+
+
+def test_every_part_is_built_from_the_model_config_alone(monkeypatch):
+    """One contract for every kind: ``from_config(cfg)``; a layer kind's is called once per layer."""
+    from detrlib.model.registry import PARTS, register
+    from detrlib.model.transformer import DecoderLayer, EncoderLayer
+
+    seen = []
+
+    class Counted(EncoderLayer):
+        @classmethod
+        def from_config(cls, cfg):
+            seen.append(cfg)
+            return super().from_config(cfg)
+
+    monkeypatch.setitem(PARTS, "encoder_layer_type", dict(PARTS["encoder_layer_type"]))
+    register("encoder_layer_type", "counted")(Counted)
+    cfg = ModelConfig(**{**SMALL.__dict__, "encoder_layer_type": "counted"})
+    model = build_model(cfg)
+    assert seen == [cfg] * cfg.enc_layers
+    assert [type(layer) for layer in model.transformer.encoder.layers] == [Counted] * cfg.enc_layers
+    assert all(type(layer) is DecoderLayer for layer in model.transformer.decoder.layers)
+    assert model.query_embed.weight.shape == (cfg.num_queries, cfg.hidden_dim)
+    assert model.backbone[1].num_pos_feats == cfg.hidden_dim // 2
 
 
 @pytest.mark.parametrize("changes, match", [

@@ -67,6 +67,11 @@ class Backbone(nn.Module):
             if pname.split(".")[0] in self.frozen:
                 p.requires_grad_(False)
 
+    @classmethod
+    def from_config(cls, cfg):
+        return cls(cfg.backbone, cfg.backbone_stages, cfg.dilation, cfg.frozen_bn, cfg.frozen_stages,
+                   cfg.pretrained_backbone)
+
     def train(self, mode: bool = True):
         """Ordinary BatchNorm in a frozen stage keeps its running statistics too."""
         super().train(mode)

@@ -83,8 +83,8 @@ class ConditionalDecoder(Decoder):
     (object query -> point), the scale ``λ_q`` (decoder embedding -> ``d`` factors) and the first
     layer's projection of the object query into its content query."""
 
-    def __init__(self, num_layers: int, d_model: int, layer, **layer_args):
-        super().__init__(num_layers, d_model, layer, **layer_args)
+    def __init__(self, num_layers: int, d_model: int, new_layer):
+        super().__init__(num_layers, d_model, new_layer)
         self.reference_head = MLP(d_model, d_model, 2, 2)
         self.query_scale = MLP(d_model, d_model, d_model, 2)
         self.first_query_pos = nn.Linear(d_model, d_model)

@@ -27,8 +27,8 @@ from torchvision.ops import box_convert
 
 from detrlib.model.backbone import Joiner
 from detrlib.model.denoising import Denoiser
-from detrlib.model.registry import part, register
-from detrlib.model.transformer import Transformer
+from detrlib.model.registry import build, part, register
+from detrlib.model.transformer import Decoder, Transformer
 from detrlib.targets import check_targets
 
 if TYPE_CHECKING:
@@ -58,6 +58,10 @@ class LearnedQueries(nn.Module):
         super().__init__()
         self.weight = nn.Parameter(torch.randn(num_queries, hidden_dim))  # as nn.Embedding initialises it
 
+    @classmethod
+    def from_config(cls, cfg):
+        return cls(cfg.num_queries, cfg.hidden_dim)
+
     def forward(self, batch_size: int):
         position = self.weight.expand(batch_size, -1, -1)
         return torch.zeros_like(position), position
@@ -70,10 +74,11 @@ class DETR(nn.Module):
 
     With a ``denoiser`` (:class:`~detrlib.model.denoising.Denoiser`), training calls
     ``model(images, mask, targets=targets)`` add denoising queries; inference is unchanged.
+    ``queries()`` makes the object queries (:class:`LearnedQueries` by default).
     """
 
     def __init__(self, backbone: Joiner, transformer: Transformer, num_classes: int, num_queries: int,
-                 aux_loss: bool = True, denoiser: Denoiser | None = None, query_type=LearnedQueries,
+                 aux_loss: bool = True, denoiser: Denoiser | None = None, queries=None,
                  class_head: str = "softmax"):
         super().__init__()
         if class_head not in ("softmax", "sigmoid"):
@@ -84,7 +89,7 @@ class DETR(nn.Module):
         hidden_dim = transformer.d_model
         self.class_embed = nn.Linear(hidden_dim, num_classes + (class_head == "softmax"))
         self.bbox_embed = MLP(hidden_dim, hidden_dim, 4, 3)
-        self.query_embed = query_type(num_queries, hidden_dim)
+        self.query_embed = queries() if queries else LearnedQueries(num_queries, hidden_dim)
         self.input_proj = nn.Conv2d(backbone.num_channels, hidden_dim, kernel_size=1)
         self.backbone = backbone
         self.denoiser = denoiser
@@ -186,15 +191,17 @@ def build_model(cfg: ModelConfig, compile: bool = False) -> DETR:
     """DETR as ``cfg`` describes it, each part the one ``cfg`` names (:mod:`detrlib.model.registry`),
     with random weights (ImageNet ones for the backbone when ``cfg.pretrained_backbone``).
     ``compile=True`` wraps the forward in ``torch.compile``; the state_dict keeps its names."""
-    backbone = part(cfg, "backbone")(cfg.backbone, cfg.backbone_stages, cfg.dilation, cfg.frozen_bn,
-                                     cfg.frozen_stages, cfg.pretrained_backbone)
-    joiner = Joiner(backbone, part(cfg, "position_embedding")(cfg.hidden_dim // 2))
+    def new(kind):  # made when its owner asks, so that modules are made (and seeded) in the official order
+        return lambda: build(cfg, kind)
+
+    joiner = Joiner(build(cfg, "backbone"), build(cfg, "position_embedding"))
+    decoder = getattr(part(cfg, "decoder_layer_type"), "decoder", Decoder)  # a layer type may bring its own loop
     transformer = Transformer(cfg.hidden_dim, cfg.nheads, cfg.enc_layers, cfg.dec_layers, cfg.dim_feedforward,
-                              cfg.dropout, part(cfg, "encoder_layer_type"), part(cfg, "decoder_layer_type"))
+                              cfg.dropout, new("encoder_layer_type"), new("decoder_layer_type"), decoder)
     denoiser = (Denoiser(cfg.num_classes, cfg.hidden_dim, cfg.dn_groups, cfg.dn_label_noise, cfg.dn_box_noise)
                 if cfg.dn_groups > 0 else None)
     model = DETR(joiner, transformer, cfg.num_classes, cfg.num_queries, cfg.aux_loss, denoiser,
-                 part(cfg, "query_type"), cfg.class_head)
+                 new("query_type"), cfg.class_head)
     if compile:
         model.compile()
     return model

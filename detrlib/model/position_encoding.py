@@ -28,6 +28,10 @@ class PositionEmbeddingSine(nn.Module):
         self.num_pos_feats, self.temperature, self.normalize, self.scale = (
             num_pos_feats, temperature, normalize, scale)
 
+    @classmethod
+    def from_config(cls, cfg):
+        return cls(cfg.hidden_dim // 2)  # half the features for rows, half for columns
+
     def forward(self, features: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         h, w = features.shape[-2:]
         if mask is None:  # same values as an all-False mask, without a batch dimension
@@ -63,6 +67,10 @@ class PositionEmbeddingLearned(nn.Module):
         self.col_embed = nn.Embedding(max_size, num_pos_feats)
         nn.init.uniform_(self.row_embed.weight)
         nn.init.uniform_(self.col_embed.weight)
+
+    @classmethod
+    def from_config(cls, cfg):
+        return cls(cfg.hidden_dim // 2)  # half the features for rows, half for columns
 
     def forward(self, features: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         h, w = features.shape[-2:]

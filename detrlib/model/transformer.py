@@ -30,6 +30,10 @@ class EncoderLayer(nn.Module):
         self.dropout1 = nn.Dropout(dropout)
         self.dropout2 = nn.Dropout(dropout)
 
+    @classmethod
+    def from_config(cls, cfg):
+        return cls(cfg.hidden_dim, cfg.nheads, cfg.dim_feedforward, cfg.dropout)
+
     def forward(self, src, pos, padding_mask=None):
         q = src + pos
         src = self.norm1(src + self.dropout1(self.self_attn(q, q, src, padding_mask)[0]))
@@ -56,6 +60,10 @@ class DecoderLayer(nn.Module):
         self.dropout2 = nn.Dropout(dropout)
         self.dropout3 = nn.Dropout(dropout)
 
+    @classmethod
+    def from_config(cls, cfg):
+        return cls(cfg.hidden_dim, cfg.nheads, cfg.dim_feedforward, cfg.dropout)
+
     def forward(self, tgt, memory, pos, query_pos, padding_mask=None, tgt_mask=None, **cross):
         """``cross``: what a variant's decoder hands on to its :meth:`cross_attend` (nothing for DETR)."""
         q = tgt + query_pos
@@ -70,11 +78,11 @@ class DecoderLayer(nn.Module):
 
 
 class Encoder(nn.Module):
-    """``num_layers`` encoder layers ``layer(**layer_args)``, one after the other."""
+    """``num_layers`` encoder layers, each made by ``new_layer()``, one after the other."""
 
-    def __init__(self, num_layers: int, layer=EncoderLayer, **layer_args):
+    def __init__(self, num_layers: int, new_layer):
         super().__init__()
-        self.layers = nn.ModuleList(layer(**layer_args) for _ in range(num_layers))
+        self.layers = nn.ModuleList(new_layer() for _ in range(num_layers))
 
     def forward(self, src, pos, padding_mask=None):
         for layer in self.layers:
@@ -83,16 +91,16 @@ class Encoder(nn.Module):
 
 
 class Decoder(nn.Module):
-    """``num_layers`` decoder layers ``layer(d_model, **layer_args)``; one LayerNorm for every layer's output.
+    """``num_layers`` decoder layers, each made by ``new_layer()``; one LayerNorm for every layer's output.
 
     ``reference_head`` is None: DETR's queries have no reference point, and its boxes are absolute.
     A variant's decoder that sets it (Conditional DETR's) gives each query the point
     :meth:`reference_points`, and DETR predicts that query's box relative to it.
     """
 
-    def __init__(self, num_layers: int, d_model: int, layer=DecoderLayer, **layer_args):
+    def __init__(self, num_layers: int, d_model: int, new_layer):
         super().__init__()
-        self.layers = nn.ModuleList(layer(d_model, **layer_args) for _ in range(num_layers))
+        self.layers = nn.ModuleList(new_layer() for _ in range(num_layers))
         self.norm = nn.LayerNorm(d_model)
         self.reference_head = None
 
@@ -111,17 +119,16 @@ class Decoder(nn.Module):
 
 
 class Transformer(nn.Module):
-    """DETR's encoder and decoder, made of ``encoder_layer`` and ``decoder_layer`` (DETR's by default).
-    A decoder layer type with a ``decoder`` attribute is run by that decoder class instead of
-    :class:`Decoder` (Conditional DETR's layers need one that shares parts between them)."""
+    """DETR's encoder and decoder. ``encoder_layer()`` and ``decoder_layer()`` make one layer each (DETR's
+    by default); ``decoder`` is the loop that runs the decoder layers (Conditional DETR's layers need
+    one that shares parts between them)."""
 
-    def __init__(self, d_model=256, nhead=8, num_encoder_layers=6, num_decoder_layers=6,
-                 dim_feedforward=2048, dropout=0.1, encoder_layer=EncoderLayer, decoder_layer=DecoderLayer):
+    def __init__(self, d_model=256, nhead=8, num_encoder_layers=6, num_decoder_layers=6, dim_feedforward=2048,
+                 dropout=0.1, encoder_layer=None, decoder_layer=None, decoder=Decoder):
         super().__init__()
-        args = dict(nheads=nhead, dim_feedforward=dim_feedforward, dropout=dropout)
-        self.encoder = Encoder(num_encoder_layers, encoder_layer, d_model=d_model, **args)
-        decoder = getattr(decoder_layer, "decoder", Decoder)  # a layer type may bring its own decoder loop
-        self.decoder = decoder(num_decoder_layers, d_model, decoder_layer, **args)
+        args = d_model, nhead, dim_feedforward, dropout
+        self.encoder = Encoder(num_encoder_layers, encoder_layer or (lambda: EncoderLayer(*args)))
+        self.decoder = decoder(num_decoder_layers, d_model, decoder_layer or (lambda: DecoderLayer(*args)))
         self.d_model, self.nhead = d_model, nhead
         for p in self.parameters():
             if p.dim() > 1:
