@@ -29,3 +29,14 @@ def voc2007_at_toy_size(tmp_path_factory) -> Path:
     from detrlib.data.toy import make_voc_like
 
     return make_voc_like(tmp_path_factory.mktemp("voc2007"), {"VOC2007": {"trainval": 16, "test": 8}})
+
+
+@pytest.fixture(scope="session")
+def gpu_profile_at_toy_size(voc2007_at_toy_size, official_checkpoint) -> dict:
+    """``DETRLIB_SET`` changes that shrink the gpu profile to toy size (small images, 2 steps, a few
+    validation images, the CPU), its data :func:`voc2007_at_toy_size` and its COCO weights
+    :func:`official_checkpoint`: a chapter's gpu path, run in a test."""
+    return {"data.root": str(voc2007_at_toy_size), "data.download": False, "data.train_scales": [64],
+            "data.max_size": 80, "data.val_size": 64, "data.val_subset": 6, "data.num_workers": 0,
+            "train.batch_size": 2, "train.max_steps": 2, "train.warmup_steps": 1, "train.checkpoint_every": 0,
+            "train.device": "cpu", "train.init_checkpoint": str(official_checkpoint)}

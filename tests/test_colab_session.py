@@ -145,13 +145,9 @@ def test_committed_results_reach_an_installed_detrlib(colab, tmp_path):
 
 
 @pytest.fixture(scope="module")
-def chapters_on_a_t4(colab, voc2007_at_toy_size, official_checkpoint):
+def chapters_on_a_t4(colab, gpu_profile_at_toy_size):
     """Chapters 4 and 7 as a reader on a free T4 runs them (on the CPU, shrunk by DETRLIB_SET)."""
     work, env = colab
-    changes = {"data.root": str(voc2007_at_toy_size), "data.download": False, "data.train_scales": [64],
-               "data.max_size": 80, "data.val_size": 64, "data.val_subset": 6, "data.num_workers": 0,
-               "train.batch_size": 2, "train.max_steps": 2, "train.warmup_steps": 1, "train.checkpoint_every": 0,
-               "train.device": "cpu", "train.init_checkpoint": str(official_checkpoint)}
     branch = work / "github" / "detrlib" / "detr-book" / "main"
     branch.mkdir(parents=True)
     for folder in ("checkpoints", "results"):
@@ -159,8 +155,9 @@ def chapters_on_a_t4(colab, voc2007_at_toy_size, official_checkpoint):
     outputs, skipped = {}, []
     saved = dict(os.environ)
     with github(work / "github") as repository:
-        kernel_env = {**env, "FAKE_GPU": "Tesla T4", "DETRLIB_SET": json.dumps(changes), "no_proxy": "127.0.0.1",
-                      "FAKE_GITHUB": repository}  # no DETRLIB_PROFILE: the fake T4 picks the gpu profile
+        # no DETRLIB_PROFILE: the fake T4 picks the gpu profile
+        kernel_env = {**env, "FAKE_GPU": "Tesla T4", "DETRLIB_SET": json.dumps(gpu_profile_at_toy_size),
+                      "no_proxy": "127.0.0.1", "FAKE_GITHUB": repository}
         os.environ.clear()
         os.environ.update(kernel_env)  # the kernel inherits this environment
         try:

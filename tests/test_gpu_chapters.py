@@ -26,19 +26,15 @@ if os.environ.pop("TOY_TIMING", ""):  # in the kernel only, not in its children
 
 
 @pytest.fixture(scope="module")
-def gpu_at_toy_size(tmp_path_factory, voc2007_at_toy_size, official_checkpoint):
+def gpu_at_toy_size(tmp_path_factory, gpu_profile_at_toy_size):
     work = tmp_path_factory.mktemp("gpu-chapters")
     stubs = work / "stubs"
     stubs.mkdir()
     shutil.copy(ROOT / "tests" / "toy_timing.py", stubs)
     (stubs / "sitecustomize.py").write_text(SITECUSTOMIZE)
-    changes = {"data.root": str(voc2007_at_toy_size), "data.download": False, "data.train_scales": [64],
-               "data.max_size": 80, "data.val_size": 64, "data.val_subset": 6, "data.num_workers": 0,
-               "train.batch_size": 2, "train.max_steps": 2, "train.warmup_steps": 1, "train.checkpoint_every": 0,
-               "train.device": "cpu", "train.init_checkpoint": str(official_checkpoint)}
-    env = {"DETRLIB_PROFILE": "gpu", "DETRLIB_SET": json.dumps(changes), "DETRLIB_HOME": str(work / "home"),
-           "DETRLIB_STATIC_WIDGETS": "1", "TQDM_DISABLE": "1", "PYTHONPATH": f"{ROOT}{os.pathsep}{stubs}",
-           "OMP_NUM_THREADS": "1", "TOY_TIMING": "1"}
+    env = {"DETRLIB_PROFILE": "gpu", "DETRLIB_SET": json.dumps(gpu_profile_at_toy_size),
+           "DETRLIB_HOME": str(work / "home"), "DETRLIB_STATIC_WIDGETS": "1", "TQDM_DISABLE": "1",
+           "PYTHONPATH": f"{ROOT}{os.pathsep}{stubs}", "OMP_NUM_THREADS": "1", "TOY_TIMING": "1"}
     saved = {key: os.environ.get(key) for key in env}
     os.environ.update(env)  # the kernels inherit this environment
     yield work
