@@ -23,13 +23,14 @@ $(STAMP): requirements.txt pyproject.toml scripts/bootstrap.sh
 setup: $(STAMP)
 
 # Two pytest processes side by side (pytest-xdist), one OpenMP thread each (conftest.py): both cores busy.
-# A test file (its fixtures), or a notebook (its kernel), runs whole in one process. PYTEST_WORKERS=0: one process.
+# A test file (its fixtures), or a notebook (its kernel), runs whole in one process, handed out in conftest.py's
+# order (slow files first) rather than xdist's (most tests first). PYTEST_WORKERS=0: one process.
 PYTEST_WORKERS ?= 2
 
 test: $(STAMP)
 	@bash scripts/install_chromium.sh
 	@DETRLIB_PROFILE=smoke $(PY) -m pytest notebooks tests --nbval-lax --nbval-current-env \
-		-n $(PYTEST_WORKERS) --dist loadfile $(PYTEST_ARGS) \
+		-n $(PYTEST_WORKERS) --dist loadfile --no-loadscope-reorder $(PYTEST_ARGS) \
 		--nbval-cell-timeout=600 -p no:cacheprovider; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests (exit 5): the test paths are wrong"; fi; \
 	exit $$rc
