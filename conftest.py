@@ -1,8 +1,9 @@
 """What tests/ and notebooks/ share in one pytest session (`make test` collects both)."""
 import os
-from pathlib import Path
 
 import pytest
+
+from detrlib.config import workdir
 
 # One OpenMP thread per process (this one, the kernels and the commands the tests start) unless the caller
 # set another: on a 2-core machine doing other work, torch's two threads in a process wait on each other
@@ -20,8 +21,7 @@ def pytest_runtest_setup(item):
     if item.path.suffix != ".ipynb" or not worker or os.environ.get("DETRLIB_RUNS"):
         yield
         return
-    home = Path(os.environ.get("DETRLIB_HOME") or Path.home() / ".cache" / "detrlib")
-    os.environ["DETRLIB_RUNS"] = str(home / f"runs-{worker}")
+    os.environ["DETRLIB_RUNS"] = str(workdir() / f"runs-{worker}")
     try:
         yield
     finally:
