@@ -604,4 +604,5 @@ def device_name(device) -> str:
     """A device in a few words: the GPU's name, or ``cpu (N threads)``."""
     import torch
 
-    return torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({torch.get_num_threads()} threads)"
+    threads = torch.get_num_threads()
+    return torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({threads} thread{'s' * (threads > 1)})"

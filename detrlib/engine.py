@@ -502,7 +502,8 @@ class Recorder:
             state.matched = now_matched
             state.history.append({
                 "step": state.step, "epoch": state.epoch, "train_time_s": round(state.train_time, 2),
-                "wall_time_s": round(state.elapsed(), 2), "peak_memory_mb": peak_memory_mb(self.device),
+                "wall_time_s": round(state.elapsed(), 2), "device": device_name(self.device),
+                "peak_memory_mb": peak_memory_mb(self.device),
                 **{f"train_{k}" if k != "skipped" else k: v for k, v in means.items()},
                 **metrics, **({"stopped": stopped} if stopped else {})})
             runfolder.write_metrics(self.out, state.history)

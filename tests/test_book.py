@@ -74,6 +74,18 @@ def test_no_configuration_is_trained_twice(built_book):
     assert not twice, f"one configuration trained under several run names: {twice}"
 
 
+def test_the_chapters_reuse_the_runs_trained_ahead(built_book):
+    """`make book` trains chapter 4's and 5's runs side by side before the chapters execute
+    (scripts/build_book.py): the chapters find them finished and train nothing."""
+    logs = built_book.parent / "runs-ahead"
+    assert sorted(log.name for log in logs.glob("*.log")) == ["denoising.log", "vanilla.log"]
+    for name in ("vanilla", "denoising"):
+        assert "stopped by" in (logs / f"{name}.log").read_text(), f"the {name} run did not finish ahead"
+    reused = {page: (built_book / "notebooks" / f"{page}.html").read_text().count("nothing more to train")
+              for page in ("04_training", "05_denoising")}
+    assert reused == {"04_training": 1, "05_denoising": 2}, f"finished runs reused, by page: {reused}"
+
+
 @pytest.fixture(scope="module")
 def site(built_book):
     handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(built_book))

@@ -87,6 +87,23 @@ raise ValueError("no data")
 """
 
 
+def test_a_run_that_fails_ahead_of_the_chapters_is_left_to_its_chapter(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(build_book, "runs_to_train", lambda: ["vanilla"])
+    monkeypatch.setenv("DETRLIB_SET", '{"train.max_steps": -1}')  # the run's own process refuses it
+    build_book.train_ahead(tmp_path)
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("book: training the vanilla runs side by side before the chapters")
+    assert re.fullmatch(r"book: the vanilla run ended with exit status 1 \(.*ConfigError: .*max_steps.*\); its "
+                        r"chapter trains it \(log: .*vanilla\.log\)", lines[1]), lines[1]
+
+
+def test_settings_that_do_not_resolve_train_nothing_ahead(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("DETRLIB_SET", "not json")
+    build_book.train_ahead(tmp_path)
+    assert capsys.readouterr().out.startswith("book: no run trained ahead of the chapters (DETRLIB_SET is not a JSON")
+    assert not (tmp_path / "runs-ahead").exists()
+
+
 def test_a_failed_execution_is_named_with_its_reason(tmp_path, monkeypatch):
     assert build_book.failure_reason(TIMEOUT_REPORT) == \
         "CellTimeoutError: A cell timed out while it was being executed, after 1200 seconds."
