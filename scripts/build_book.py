@@ -126,8 +126,9 @@ def train_ahead(build: Path) -> None:
     threads = max(1, cores // len(names))
     logs = build / "runs-ahead"
     logs.mkdir(parents=True, exist_ok=True)
-    print(f"book: training the {' and '.join(names)} runs side by side before the chapters, {threads} "
-          f"thread{'s' * (threads > 1)} each (their logs: {logs})", flush=True)
+    how = "runs side by side" if len(names) > 1 else "run"
+    print(f"book: training the {' and '.join(names)} {how} before the chapters, {threads} "
+          f"thread{'s' * (threads > 1)} each (logs: {logs})", flush=True)
     env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
     running, start = {}, time.perf_counter()
     try:

@@ -92,7 +92,7 @@ def test_a_run_that_fails_ahead_of_the_chapters_is_left_to_its_chapter(tmp_path,
     monkeypatch.setenv("DETRLIB_SET", '{"train.max_steps": -1}')  # the run's own process refuses it
     build_book.train_ahead(tmp_path)
     lines = capsys.readouterr().out.splitlines()
-    assert lines[0].startswith("book: training the vanilla runs side by side before the chapters")
+    assert lines[0].startswith("book: training the vanilla run before the chapters")
     assert re.fullmatch(r"book: the vanilla run ended with exit status 1 \(.*ConfigError: .*max_steps.*\); its "
                         r"chapter trains it \(log: .*vanilla\.log\)", lines[1]), lines[1]
 
