@@ -282,7 +282,7 @@ def _describe_interval(text: str) -> str:
 
 
 def _check_number(key: str, value) -> None:
-    if not math.isfinite(value):
+    if isinstance(value, float) and not math.isfinite(value):
         raise ConfigError(f"{key} must be a finite number, got {value}")
     interval = RANGES.get(key, "[0, inf)")
     low, high, open_low, open_high = _interval(interval)
@@ -303,7 +303,8 @@ def _checked(key: str, value, kind):
             raise ConfigError(f"{key} must be true or false, got {value!r}")
         return value
     if kind is int:
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or value != int(value):
+        whole = isinstance(value, int) or isinstance(value, float) and value.is_integer()  # inf and nan are not
+        if isinstance(value, bool) or not whole:
             raise ConfigError(f"{key} must be a whole number, got {value!r}")
         _check_number(key, value)
         return int(value)

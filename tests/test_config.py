@@ -100,6 +100,8 @@ def test_a_field_is_checked_by_its_annotation_and_the_ranges():
     assert Section(rate=1, names=["b"]) == Section(rate=1.0, names=("b",))  # JSON's lists and ints normalised
     for changes, message in [({"size": "x"}, "demo.size must be a whole number, got 'x'"),
                              ({"size": True}, "demo.size must be a whole number, got True"),
+                             ({"size": float("inf")}, "demo.size must be a whole number, got inf"),  # not an error
+                             ({"size": float("nan")}, "demo.size must be a whole number, got nan"),  # of int()'s
                              ({"rate": -1}, "demo.rate must be at least 0, got -1.0"),
                              ({"rate": float("inf")}, "demo.rate must be a finite number, got inf"),
                              ({"names": []}, "demo.names needs at least one value"),
