@@ -1,11 +1,10 @@
 """detrlib: DETR from the ground up, the library behind the DETR book.
 
-Two floors. The detector: ``config``, ``data``, ``model``, ``targets``, ``matcher``, ``criterion``,
-``engine``, ``train_state``, ``runfolder``, ``checkpoint``, ``evaluate``, ``prune``, ``precision``,
-``memory``, ``instability``, ``errors`` (and ``cli``, the command line over both). Above it, the
-book's helpers: ``budget``, ``viz``, ``widgets``, ``ablation``, ``bench``, ``colab``,
-``environment``, ``results``; they may import the detector, never the reverse
-(tests/test_imports.py checks it).
+Two floors. The detector: ``config``, ``data``, ``model``, ``targets``, ``matcher``, ``criterion``, ``engine``,
+``train_state``, ``runfolder``, ``checkpoint``, ``evaluate``, ``prune``, ``precision``, ``memory``, ``instability``,
+``errors`` (and ``cli``, the command line over both). Above it, the book's helpers: ``budget``, ``viz``,
+``widgets``, ``ablation``, ``bench``, ``colab``, ``environment``, ``results``; they may import the detector, never
+the reverse (tests/test_imports.py checks it).
 """
 import importlib
 

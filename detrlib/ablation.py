@@ -1,15 +1,14 @@
 """The book's closing measurements (chapter 8), written to one JSON file.
 
-- **Ablation**: from vanilla DETR to the seed project's recipe one change at a time: denoising
-  (chapter 5), the pruned decoder (4 layers and 50 queries instead of 6 and 100, chapter 6, mapped
-  onto a smaller profile's model by :func:`~detrlib.prune.pruning_grid`), mixed precision (chapter 7).
-- **Class imbalance remedies**, each against the same baseline (the recipe in fp32): repeat-factor
-  sampling (Gupta et al., 2019), the class-balanced loss (Cui et al., 2019) and the focal loss
-  (Lin et al., 2017).
+- **Ablation**: from vanilla DETR to the seed project's recipe one change at a time: denoising (chapter 5), the
+  pruned decoder (4 layers and 50 queries instead of 6 and 100, chapter 6, mapped onto a smaller profile's model by
+  :func:`~detrlib.prune.pruning_grid`), mixed precision (chapter 7).
+- **Class imbalance remedies**, each against the same baseline (the recipe in fp32): repeat-factor sampling (Gupta et
+  al., 2019), the class-balanced loss (Cui et al., 2019) and the focal loss (Lin et al., 2017).
 
-Every variant trains with the profile's budget (the same number of optimizer steps) for each seed.
-Runs live in :func:`~detrlib.runfolder.run_dir` folders keyed by their configuration, so a finished run
-is reused, never trained twice. The file records where and how the numbers were measured.
+Every variant trains with the profile's budget (the same number of optimizer steps) for each seed. Runs live in
+:func:`~detrlib.runfolder.run_dir` folders keyed by their configuration, so a finished run is reused, never trained
+twice. The file records where and how the numbers were measured.
 """
 from __future__ import annotations
 
@@ -50,9 +49,9 @@ class Variant:
 def variants(cfg: Config, steps: int, rfs_threshold: float = RFS_THRESHOLD) -> list[Variant]:
     """The variants of the ablation and of the remedies for the profile ``cfg``.
 
-    ``steps`` is the budget (``cfg.train.total_steps``); repeat-factor sampling makes epochs longer,
-    so its run stops after that many steps instead of after the profile's epochs (the learning
-    rate drops at the same step, which counts epochs of the unrepeated set).
+    ``steps`` is the budget (``cfg.train.total_steps``); repeat-factor sampling makes epochs longer, so its run stops
+    after that many steps instead of after the profile's epochs (the learning rate drops at the same step, which
+    counts epochs of the unrepeated set).
     """
     from detrlib.prune import pruning_grid
 
@@ -83,14 +82,12 @@ def _summary(values: list[float]) -> dict:
 
 def ablate(cfg: Config, seeds: list[int], out: str | Path | None = None, repeats: int = 20,
            rfs_threshold: float = RFS_THRESHOLD, progress: bool = False, note: str = "") -> dict:
-    """Train (or reuse) every variant for every seed, time inference, and return (and with ``out``,
-    write) the results.
+    """Train (or reuse) every variant for every seed, time inference, and return (and with ``out``, write) the results.
 
-    Each row holds, per variant: the parameters of the model as trained, the inference seconds per
-    image (batch 1 at the validation size, in the variant's precision, median of ``repeats`` calls,
-    the variants taking turns), and for each metric of :data:`METRICS` the value of every seed's
-    final evaluation with their mean and standard deviation, the same for each class's AP@0.5, and
-    each seed's AP@0.5 curve ``[[step, AP50], ...]``.
+    Each row holds, per variant: the parameters of the model as trained, the inference seconds per image (batch 1 at
+    the validation size, in the variant's precision, median of ``repeats`` calls, the variants taking turns), and for
+    each metric of :data:`METRICS` the value of every seed's final evaluation with their mean and standard deviation,
+    the same for each class's AP@0.5, and each seed's AP@0.5 curve ``[[step, AP50], ...]``.
     """
     from detrlib.bench import take_turns
     from detrlib.bench.infer import inference_job
@@ -125,9 +122,8 @@ def ablate(cfg: Config, seeds: list[int], out: str | Path | None = None, repeats
         for metric in METRICS:
             values = [f.get(metric) for f in finals]
             row[metric] = {"seeds": values, **_summary(values)}
-        row["per_class_AP50"] = {c: {"seeds": [f["per_class_AP50"][c] for f in finals],
-                                     **_summary([f["per_class_AP50"][c] for f in finals])}
-                                 for c in finals[0]["per_class_AP50"]}
+        per_class = {c: [f["per_class_AP50"][c] for f in finals] for c in finals[0]["per_class_AP50"]}
+        row["per_class_AP50"] = {c: {"seeds": values, **_summary(values)} for c, values in per_class.items()}
         row["curves"] = [[[h["step"], h["AP50"]] for h in history] for history in histories]
         rows.append(row)
     times = take_turns(jobs, repeats, warmup=2, device=device)
@@ -164,8 +160,8 @@ def load_results(path: str | Path) -> dict:
 
 
 def measured_results(name: str = "quick-ablation.json") -> Path:
-    """The results file the repository keeps in ``results/``: from the checkout when there, else
-    fetched from the repository (as on Colab, where only the package is installed)."""
+    """The results file the repository keeps in ``results/``: from the checkout when there, else fetched from the
+    repository (as on Colab, where only the package is installed)."""
     paths, why = results.find(name)
     if not paths:
         raise MissingFileError(f"no {name} in {results.where()}" + (f": {why}" if why else ""))
@@ -180,12 +176,7 @@ def table(results: dict, group: str) -> list[dict]:
             return "n/a"
         return f"{x['mean']:.{digits}f} ± {x['std']:.{digits}f}"
 
-    rows = []
-    for r in results["rows"]:
-        if r["group"] != group:
-            continue
-        rows.append({"variant": r["name"], "AP@0.5": pm(r["AP50"]), "COCO AP": pm(r["AP"]),
-                     "head AP@0.5": pm(r["head_AP50"]), "tail AP@0.5": pm(r["tail_AP50"]),
-                     "train s": pm(r["train_time_s"], 0), "ms/image": f"{r['s_per_image'] * 1e3:.2f}",
-                     "parameters": f"{r['parameters']:,}"})
-    return rows
+    return [{"variant": r["name"], "AP@0.5": pm(r["AP50"]), "COCO AP": pm(r["AP"]),
+             "head AP@0.5": pm(r["head_AP50"]), "tail AP@0.5": pm(r["tail_AP50"]),
+             "train s": pm(r["train_time_s"], 0), "ms/image": f"{r['s_per_image'] * 1e3:.2f}",
+             "parameters": f"{r['parameters']:,}"} for r in results["rows"] if r["group"] == group]

@@ -1,19 +1,18 @@
-"""How long a chapter takes on a Colab GPU: the estimate a chapter prints before it trains, and the
-measured speed a run prints once it has warmed up.
+"""How long a chapter takes on a Colab GPU: the estimate a chapter prints before it trains, and the measured speed a
+run prints once it has warmed up.
 
-A T4's seconds per step are derived once, here, and quoted from here (chapter 8 prints
-:func:`derivation`; the README's table is :func:`readme_table`'s). One published number starts it:
-DETR-R50 trained 300 COCO epochs (118,287 images) in 3 days on 16 V100 GPUs in fp32, 4 images per
-GPU (Carion et al. 2020, section 4), i.e. :data:`V100_IMAGE_SECONDS` per training image, data
-loading and evaluations included. A profile's image costs that times its share of DETR's pixels
-(its training scales against DETR's 480-800), and a GPU is *assumed* to run mixed precision at a
-multiple of a V100 in fp32 (:data:`SPEED_VS_V100`: a T4 in fp16 has four times a V100's fp32 rate
-on its tensor cores, but a third of its memory bandwidth and a 70 W power limit). The reference
-project's changes (fewer decoder layers and queries, denoising) are assumed to cancel out.
+A T4's seconds per step are derived once, here, and quoted from here (chapter 8 prints :func:`derivation`; the
+README's table is :func:`readme_table`'s). One published number starts it: DETR-R50 trained 300 COCO epochs (118,287
+images) in 3 days on 16 V100 GPUs in fp32, 4 images per GPU (Carion et al. 2020, section 4), i.e.
+:data:`V100_IMAGE_SECONDS` per training image, data loading and evaluations included. A profile's image costs that
+times its share of DETR's pixels (its training scales against DETR's 480-800), and a GPU is *assumed* to run mixed
+precision at a multiple of a V100 in fp32 (:data:`SPEED_VS_V100`: a T4 in fp16 has four times a V100's fp32 rate on
+its tensor cores, but a third of its memory bandwidth and a 70 W power limit). The reference project's changes
+(fewer decoder layers and queries, denoising) are assumed to cancel out.
 
-Once a T4 has been measured (``python -m detrlib bench gpu --out results/gpu-<name>.json``,
-committed), its step time replaces the estimate (:func:`step_seconds`). A run prints what it
-measures after :data:`~detrlib.engine.WARMUP_STEPS` steps, and ``train.max_minutes`` stops a slower GPU.
+Once a T4 has been measured (``python -m detrlib bench gpu --out results/gpu-<name>.json``, committed), its step time
+replaces the estimate (:func:`step_seconds`). A run prints what it measures after :data:`~detrlib.engine.WARMUP_STEPS`
+steps, and ``train.max_minutes`` stops a slower GPU.
 """
 from __future__ import annotations
 
@@ -69,8 +68,8 @@ def derivation(cfg: Config) -> str:
 
 @dataclass(frozen=True)
 class Chapter:
-    """What a chapter does on a GPU: the runs it trains (by name, see :func:`run_config`) and the
-    minutes of other GPU work (evaluations, timed steps), with what that work is."""
+    """What a chapter does on a GPU: the runs it trains (by name, see :func:`run_config`) and the minutes of other GPU
+    work (evaluations, timed steps), with what that work is."""
 
     runs: tuple[str, ...] = ()
     other_minutes: float = 1.0
@@ -93,9 +92,9 @@ CHAPTERS = {
 
 
 def run_config(name: str, cfg: Config) -> Config:
-    """The configuration of a chapter run: ``denoising`` is the profile itself, ``vanilla`` turns
-    denoising off, ``usage-pruned`` starts from the COCO checkpoint with its most used queries
-    first (chapter 6 writes that file; see :func:`detrlib.prune.usage_ordered_checkpoint`)."""
+    """The configuration of a chapter run: ``denoising`` is the profile itself, ``vanilla`` turns denoising off,
+    ``usage-pruned`` starts from the COCO checkpoint with its most used queries first (chapter 6 writes that file;
+    see :func:`detrlib.prune.usage_ordered_checkpoint`)."""
     if name == "denoising":
         return cfg
     if name == "vanilla":
@@ -108,8 +107,8 @@ def run_config(name: str, cfg: Config) -> Config:
 
 
 def measured_step_seconds(profile: str, results_dir: str | Path | None = None) -> float | None:
-    """Seconds per training step of ``profile`` measured on a T4 by ``bench gpu --out``, if any
-    (``results_dir`` default: the repository's, :mod:`detrlib.results`)."""
+    """Seconds per training step of ``profile`` measured on a T4 by ``bench gpu --out``, if any (``results_dir``
+    default: the repository's, :mod:`detrlib.results`)."""
     from detrlib.bench.gpu import read_results
 
     for result in read_results(results_dir):
@@ -141,8 +140,8 @@ def eval_minutes(cfg: Config) -> float:
 
 
 def run_minutes(cfg: Config, seconds_per_step: float | None = None) -> float:
-    """Minutes of one run on a T4, evaluations included, at most its ``max_minutes`` (plus the
-    final evaluation that ends a capped run)."""
+    """Minutes of one run on a T4, evaluations included, at most its ``max_minutes`` (plus the final evaluation that
+    ends a capped run)."""
     t = cfg.train
     sps = seconds_per_step or step_seconds(cfg)[0]
     minutes = t.total_steps(VOC07_LONGTAIL_IMAGES) * sps / 60 + evaluations(cfg) * eval_minutes(cfg)
@@ -150,23 +149,20 @@ def run_minutes(cfg: Config, seconds_per_step: float | None = None) -> float:
 
 
 def chapter_minutes(chapter: str, cfg: Config, done=lambda run_cfg: False) -> float:
-    """A chapter's minutes on a T4: setting up, its runs that ``done`` does not find finished, and
-    its other work."""
+    """A chapter's minutes on a T4: setting up, its runs that ``done`` does not find finished, and its other work."""
     plan = CHAPTERS[chapter]
     runs = sum(run_minutes(run_config(name, cfg)) for name in plan.runs if not done(run_config(name, cfg)))
     return (SETUP_MINUTES if plan.downloads else INSTALL_MINUTES) + runs + plan.other_minutes
 
 
 def chapter_plan(chapter: str, cfg: Config) -> str:
-    """What a chapter will train on this profile and how long it takes on a T4, for the chapter to
-    print before its first training cell. A run already finished (on Drive, or by an earlier
-    chapter) is reused and costs nothing; one interrupted (a disconnect, a closed tab) resumes from
-    its newest checkpoint, and only its remaining steps count."""
+    """What a chapter will train on this profile and how long it takes on a T4, for the chapter to print before its
+    first training cell. A run already finished (on Drive, or by an earlier chapter) is reused and costs nothing; one
+    interrupted (a disconnect, a closed tab) resumes from its newest checkpoint, and only its remaining steps count."""
     from detrlib.checkpoint import load_latest
-    from detrlib.runfolder import run_dir
-
     from detrlib.config import pick_device
     from detrlib.precision import precision
+    from detrlib.runfolder import run_dir
 
     plan = CHAPTERS[chapter]
     sps, source = step_seconds(cfg)
@@ -198,18 +194,16 @@ def chapter_plan(chapter: str, cfg: Config) -> str:
                          f"{run_cfg.data.val_subset or 'all'} images: about {minutes:.0f} min{cap}")
         total += minutes
     lines.append(f"  {plan.other}: about {plan.other_minutes:.0f} min")
-    if plan.downloads:
-        lines.append(f"  setting up (install, downloads): about {SETUP_MINUTES:.0f} min")
-    else:
-        lines.append(f"  installing detrlib: about {INSTALL_MINUTES:.0f} min")
+    lines.append(f"  setting up (install, downloads): about {SETUP_MINUTES:.0f} min" if plan.downloads
+                 else f"  installing detrlib: about {INSTALL_MINUTES:.0f} min")
     lines.append(f"expected: about {total:.0f} minutes for the whole chapter")
     return "\n".join(lines)
 
 
 def cap_note(histories: dict[str, list[dict]], cfg: Config) -> str:
     """A page's sentence on the runs (name -> their ``metrics.jsonl`` rows) that the wall-clock cap
-    (``train.max_minutes``) stopped before the end of ``cfg``'s budget; empty when none was. The
-    page's numbers then come from a shorter run than its prose describes, and it says so."""
+    (``train.max_minutes``) stopped before the end of ``cfg``'s budget, as their numbers come from a shorter run than
+    the page's prose describes; empty when none was."""
     capped = {name: rows[-1] for name, rows in histories.items() if rows and rows[-1].get("stopped") == "max_minutes"}
     if not capped:
         return ""
@@ -226,8 +220,8 @@ def cap_note(histories: dict[str, list[dict]], cfg: Config) -> str:
 
 
 def readme_table(cfg: Config) -> list[dict]:
-    """Each chapter's estimated T4 minutes when no earlier run is reused (chapters run in a fresh
-    session each), and when earlier chapters' runs are found on Drive."""
+    """Each chapter's estimated T4 minutes when no earlier run is reused (chapters run in a fresh session each), and
+    when earlier chapters' runs are found on Drive."""
     rows, trained = [], set()
     for chapter in CHAPTERS:
         alone = chapter_minutes(chapter, cfg)

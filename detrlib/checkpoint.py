@@ -1,17 +1,7 @@
-"""Checkpoints: the official DETR weights into a detrlib model, and training runs that survive a
-Colab disconnect.
-
-``load_official_checkpoint`` reads ``detr-r50-e632da11.pth`` (``{"model": state_dict}``) from a path
-or URL and fits it to the target model: it replaces the class head when the class count differs
-(COCO's 91 + no-object -> VOC's 20 + no-object), keeps the first N query embeddings and the first K
-encoder/decoder layers when the target is smaller, and refuses anything else that does not fit,
-naming the tensors. The returned :class:`LoadReport` lists every tensor loaded, sliced, dropped or
-newly initialized.
-
-A run checkpoint is written to a temporary file and renamed into place, so a run killed mid-write
-leaves the previous checkpoint intact; it holds a :class:`~detrlib.train_state.TrainState`, all a
-run needs to continue as if it had never stopped. Loading uses ``weights_only=True``: a checkpoint
-is data, never code.
+"""Checkpoints: the official DETR weights into a detrlib model (:func:`load_official_checkpoint`), and training runs
+that survive a Colab disconnect: a run checkpoint (a :class:`~detrlib.train_state.TrainState`) is written to a
+temporary file and renamed into place, so a run killed mid-write leaves the previous one intact. Loading uses
+``weights_only=True``: a checkpoint is data, never code.
 """
 from __future__ import annotations
 
@@ -35,9 +25,8 @@ _HASH = re.compile(r"-([a-f0-9]{6,})\.")
 
 @dataclass
 class LoadReport:
-    """What happened to each tensor. ``sliced`` holds ``(name, checkpoint shape, model shape)``;
-    ``dropped`` (checkpoint tensors not used) and ``new`` (model tensors left at their fresh
-    initialisation) hold ``(name, reason)``."""
+    """What happened to each tensor. ``sliced`` holds ``(name, checkpoint shape, model shape)``; ``dropped``
+    (checkpoint tensors not used) and ``new`` (model tensors left freshly initialised) hold ``(name, reason)``."""
 
     source: str
     loaded: list[str] = field(default_factory=list)
@@ -68,10 +57,8 @@ def _slice_note(name: str, before: tuple, after: tuple) -> str:
 
 
 def fetch(url: str) -> Path:
-    """Download ``url`` once into ``downloads_dir()/checkpoints`` (on Google Drive when it is mounted;
-    :func:`~detrlib.data.download.download`),
-    checking the SHA-256 prefix that its file name carries (``detr-r50-e632da11.pth``: the hash
-    starts with ``e632da11``)."""
+    """Download ``url`` once into ``downloads_dir()/checkpoints`` (on Google Drive when mounted), checking the SHA-256
+    prefix its file name carries (``detr-r50-e632da11.pth``: ``e632da11``)."""
     from detrlib.data.download import download
 
     name = url.rsplit("/", 1)[-1]
@@ -85,25 +72,26 @@ def fetch(url: str) -> Path:
 def read_state_dict(path_or_url: str | Path) -> tuple[dict, str]:
     """The state_dict of an official-format checkpoint, and a short name for reports."""
     source = str(path_or_url)
-    is_url = re.match(r"^(https?|file)://", source) is not None
-    path = fetch(source) if is_url else Path(source)
+    path = fetch(source) if re.match(r"^(https?|file)://", source) else Path(source)
     if not path.exists():
         raise MissingFileError(f"checkpoint {path} not found: pass a path or the URL {OFFICIAL_R50_URL}")
     obj = load_checkpoint(path)
     sd = obj.get("model", obj) if isinstance(obj, dict) else None
-    if not isinstance(sd, dict) or not sd or not all(torch.is_tensor(v) for v in sd.values()):
+    if not _is_state_dict(sd):
         raise ValueError(f"{path} is not in the official format {{'model': state_dict}}")
     return sd, path.name
 
 
 def load_official_checkpoint(model: nn.Module, path_or_url: str | Path, class_rows=None) -> LoadReport:
-    """Load official DETR weights into ``model`` (a :class:`~detrlib.model.DETR`) and report how.
+    """Load official DETR weights (``detr-r50-e632da11.pth``: ``{"model": state_dict}``, a path or URL) into ``model``
+    (a :class:`~detrlib.model.DETR`); the :class:`LoadReport` lists every tensor loaded, sliced, dropped or new.
 
-    ``class_rows`` (one checkpoint class index per model class, e.g.
-    :data:`detrlib.data.voc.VOC_IN_COCO`) keeps those rows of the class head, and its no-object row,
-    instead of replacing the head: the COCO model then detects VOC's classes without training.
-    Raises ``ValueError`` naming every tensor that fits no rule (another architecture, another
-    width, a bigger target than the checkpoint).
+    The class head is replaced when the class count differs (COCO's 91 + no-object -> VOC's 20 + no-object), the
+    first N query embeddings and the first K encoder/decoder layers are kept when the model is smaller, and a
+    ``ValueError`` names every tensor that fits no rule (another architecture, another width, a bigger target than
+    the checkpoint). ``class_rows`` (one checkpoint class index per model class, e.g.
+    :data:`detrlib.data.voc.VOC_IN_COCO`) keeps those rows of the class head, and its no-object row, instead of
+    replacing it: the COCO model then detects VOC's classes without training.
     """
     src, name = read_state_dict(path_or_url)
     if class_rows is None:
@@ -117,9 +105,8 @@ def load_official_checkpoint(model: nn.Module, path_or_url: str | Path, class_ro
 
 
 def fit_state_dict(model: nn.Module, src: dict, name: str) -> LoadReport:
-    """Load the state_dict ``src`` into ``model`` by the rules of :func:`load_official_checkpoint`
-    (class head replaced, first N queries and first K layers kept) and report how; ``name`` names
-    the source in the report and in errors. Pruning (:mod:`detrlib.prune`) uses it too."""
+    """Load the state_dict ``src`` into ``model`` by :func:`load_official_checkpoint`'s rules (class head replaced,
+    first N queries and K layers kept) and report how; ``name`` names the source. :mod:`detrlib.prune` uses it too."""
     target = model.state_dict()
     report = LoadReport(source=name)
     merged, problems = {}, []
@@ -174,10 +161,6 @@ def fit_state_dict(model: nn.Module, src: dict, name: str) -> LoadReport:
 _NAME = re.compile(r"^ckpt-(\d{8})\.pt$")
 
 
-def _all_finite(state_dict: dict) -> bool:
-    return all(torch.isfinite(t).all() for t in state_dict.values() if t.is_floating_point())
-
-
 def atomic_save(state: dict, path: Path) -> Path:
     """``torch.save`` to a temporary file, synced, then renamed: a crash never leaves half a file."""
     return atomic_write(path, lambda f: torch.save(state, f))
@@ -189,9 +172,8 @@ def atomic_write_text(path: Path, text: str) -> Path:
 
 
 def atomic_write(path: Path, write) -> Path:
-    """Call ``write(file)`` on ``<path>.tmp``, sync it and rename it to ``path``. When that fails
-    (a read-only folder, a full disk) the temporary file is removed and an ``OSError`` names
-    ``path``; no ``.tmp`` file is ever taken for a checkpoint (:func:`list_checkpoints`)."""
+    """Call ``write(file)`` on ``<path>.tmp`` (never taken for a checkpoint), sync it and rename it to ``path``; on a
+    failure (a read-only folder, a full disk) remove the ``.tmp`` file and raise an ``OSError`` naming ``path``."""
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
     try:
@@ -213,12 +195,9 @@ def atomic_write(path: Path, write) -> Path:
 
 
 def save_checkpoint(state: dict, directory: str | Path, step: int, keep_last: int = 2) -> Path:
-    """Atomically write ``state`` as ``ckpt-<step>.pt`` and delete all but the newest ``keep_last``.
-
-    Refuses (raises) when the model weights are not finite: a broken checkpoint must never replace
-    a good one.
-    """
-    if not _all_finite(state["model"]):
+    """Atomically write ``state`` as ``ckpt-<step>.pt`` and delete all but the newest ``keep_last``. Refuses model
+    weights that are not finite: a broken checkpoint must never replace a good one."""
+    if not all(torch.isfinite(t).all() for t in state["model"].values() if t.is_floating_point()):
         raise DivergedError(f"refusing to write checkpoint at step {step}: the model has NaN/inf weights")
     path = atomic_save(state, Path(directory) / f"ckpt-{step:08d}.pt")
     for old in list_checkpoints(directory)[:-keep_last] if keep_last > 0 else []:
@@ -234,9 +213,7 @@ def save_best(state: dict, directory: str | Path) -> Path:
 def list_checkpoints(directory: str | Path) -> list[Path]:
     """Resumable checkpoints in ``directory``, oldest first."""
     directory = Path(directory)
-    if not directory.is_dir():
-        return []
-    return sorted(p for p in directory.iterdir() if _NAME.match(p.name))
+    return sorted(p for p in directory.iterdir() if _NAME.match(p.name)) if directory.is_dir() else []
 
 
 _MAGIC = {b"\x89PNG": "a PNG image", b"\xff\xd8\xff": "a JPEG image", b"\x93NUMPY": "a NumPy array file",
@@ -244,9 +221,8 @@ _MAGIC = {b"\x89PNG": "a PNG image", b"\xff\xd8\xff": "a JPEG image", b"\x93NUMP
 
 
 def load_checkpoint(path: str | Path, map_location="cpu"):
-    """What ``torch.save`` wrote to ``path``, read as data only (``weights_only=True``: tensors and
-    plain Python values, never code). Raises :class:`CheckpointError` naming the file and what is
-    wrong with it: empty, cut short or damaged, not a PyTorch file, or holding objects beyond data."""
+    """What ``torch.save`` wrote to ``path``, as data only (``weights_only=True``); a :class:`CheckpointError` names
+    the file and what is wrong: empty, cut short or damaged, not a PyTorch file, or holding objects beyond data."""
     path = Path(path)
     if path.is_dir():
         raise CheckpointError(f"{path} is a folder, not a checkpoint file")
@@ -304,10 +280,8 @@ REFERENCE = {  # profile: (file in checkpoints/, its SHA-256)
 
 
 def reference_checkpoint(profile: str = "quick") -> Path:
-    """The reference checkpoint of a profile: its recipe trained much longer by ``python -m detrlib
-    train`` (the command is in ``checkpoints/README.md``), for chapters that show what a trained
-    model does. Read from the repository checkout when there, else downloaded from the repository
-    and checked against its SHA-256."""
+    """A profile's recipe trained much longer (``checkpoints/README.md``), for chapters that show a trained model:
+    read from the repository checkout when there, else downloaded from the repository and checked (SHA-256)."""
     from detrlib.data.download import repository_file
 
     name, sha256 = REFERENCE[profile]
@@ -315,11 +289,9 @@ def reference_checkpoint(profile: str = "quick") -> Path:
 
 
 def load_trained(path: str | Path, map_location="cpu"):
-    """``(model, config, state)`` from a run checkpoint, ``best.pt``, or a run folder (its ``best.pt``,
-    else, with a warning when ``best.pt`` is damaged, its newest readable checkpoint).
-
-    The stored config is checked, and the weights' shapes against it, before the model is built.
-    """
+    """``(model, config, state)`` from a run checkpoint, ``best.pt``, or a run folder (its ``best.pt``, else, with a
+    warning when ``best.pt`` is damaged, its newest readable checkpoint). The stored config is checked, and the
+    weights' shapes against it, before the model is built."""
     from detrlib.config import Config, ConfigError
     from detrlib.model import build_model
 
@@ -384,8 +356,8 @@ def _is_state_dict(obj) -> bool:
 
 
 def _check_shapes(path: Path, m, state_dict: dict) -> None:
-    """Refuse weights whose shapes disagree with the config, before building a model from it: a
-    consistent config cannot ask for much more memory than the file's own tensors hold."""
+    """Refuse weights whose shapes disagree with the config, before building a model from it: a consistent config
+    cannot ask for much more memory than the file's own tensors hold."""
     logits = m.num_classes + (m.class_head == "softmax")  # a softmax head has the no-object logit too
     expected = {"query_embed.weight": (m.num_queries, m.hidden_dim), "class_embed.weight": (logits, m.hidden_dim),
                 f"transformer.decoder.layers.{m.dec_layers - 1}.linear1.weight": (m.dim_feedforward, m.hidden_dim)}

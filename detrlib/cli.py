@@ -26,8 +26,7 @@ def _bench(args: argparse.Namespace) -> int:
     from detrlib.bench import format_table
 
     entry = args.benchmark
-    rows = entry.run(args)
-    print(format_table(rows, title=f"bench {entry.name}: {entry.help}"))
+    print(format_table(entry.run(args), title=f"bench {entry.name}: {entry.help}"))
     return 0
 
 
@@ -46,7 +45,6 @@ def _make_toy(args: argparse.Namespace) -> int:
 
 def _stats(args: argparse.Namespace) -> int:
     import json
-    import warnings
 
     from detrlib.data.stats import dataset_stats, format_stats
     from detrlib.data.voc import VOCDataset, parse_sets
@@ -285,8 +283,7 @@ def _picture_names(inputs: list[Path], out: Path) -> list[Path]:
 
 
 def _field(key: str):
-    """An argparse type reading a flag as the config field ``key`` (one element of a tuple field),
-    checked as a config checks it."""
+    """An argparse type: a flag read and checked as the config field ``key`` (one element of a tuple field)."""
     def read(text: str):
         from detrlib.config import ConfigError, check_value, parse_setting
 
@@ -331,6 +328,8 @@ def _probability(text: str) -> float:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from detrlib.ablation import RFS_THRESHOLD
+    from detrlib.bench import load_all
     from detrlib.config import ORDER, PROFILES, Config, profile_settings
 
     parser = argparse.ArgumentParser(prog="python -m detrlib", description=__doc__)
@@ -410,8 +409,6 @@ def build_parser() -> argparse.ArgumentParser:
                        help="then fine-tune for this many steps at a tenth of the run's learning rates (default 0)")
     prune.set_defaults(func=_prune)
 
-    from detrlib.ablation import RFS_THRESHOLD
-
     ablation = commands.add_parser(
         "ablate", help="train the ablation and the class imbalance remedies with several seeds (chapter 8)",
         description="Train every variant of chapter 8 for every seed with the profile's budget: vanilla DETR, "
@@ -430,8 +427,6 @@ def build_parser() -> argparse.ArgumentParser:
     ablation.add_argument("--note", default="", help="a remark stored with the results (e.g. the machine was shared)")
     ablation.add_argument("--progress", action="store_true", help="show the training progress bars")
     ablation.set_defaults(func=_ablate)
-
-    from detrlib.bench import load_all
 
     bench = commands.add_parser("bench", help="run a benchmark and print its table")
     which = bench.add_subparsers(dest="bench_name", required=True, metavar="benchmark")

@@ -1,8 +1,6 @@
-"""Colab, for the chapters: the banner a runtime without a GPU prints, and Google Drive for the runs
-and downloads (the library itself reads only ``DETRLIB_RUNS`` and ``DETRLIB_DOWNLOADS``).
-
-Both do nothing beyond printing outside Colab, so a chapter calls them unconditionally.
-"""
+"""Colab, for the chapters: the banner a runtime without a GPU prints, and Google Drive for the runs and downloads
+(the library itself reads only ``DETRLIB_RUNS`` and ``DETRLIB_DOWNLOADS``). Both do nothing beyond printing outside
+Colab, so a chapter calls them unconditionally."""
 from __future__ import annotations
 
 import os
@@ -21,7 +19,6 @@ def on_colab() -> bool:
 def gpu_runtime_banner(profile: str | None = None) -> None:
     """On Colab without a CUDA GPU, print how to switch to a GPU runtime and what runs instead
     (the profile a chapter's ``PROFILE`` and ``DETRLIB_PROFILE`` choose); elsewhere nothing."""
-
     from detrlib.config import GPU_PROFILES, has_cuda, resolve_profile
 
     if not on_colab() or has_cuda():
@@ -39,9 +36,8 @@ def gpu_runtime_banner(profile: str | None = None) -> None:
 
 
 def mount_drive() -> None:
-    """On Colab, mount Google Drive at ``/content/drive`` (Colab asks for permission first), so
-    that runs go to ``MyDrive/detrlib/runs``, where a disconnect does not erase them and a rerun
-    resumes or reuses them; elsewhere mount nothing. Prints where this chapter's runs live."""
+    """On Colab, mount Google Drive so that runs go to ``MyDrive/detrlib/runs``, where a disconnect does not erase
+    them and a rerun resumes or reuses them; elsewhere mount nothing. Prints where this chapter's runs live."""
     from detrlib.config import runs_dir
 
     note = ""

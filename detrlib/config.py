@@ -2,12 +2,11 @@
 
 - ``smoke``: every code path runs in seconds (unit tests, nbval in CI).
 - ``quick``: real learning on a laptop CPU in minutes, on the generated toy VOC.
-- ``gpu``: a chapter on a Colab GPU: the reference project's model, fine-tuned from the COCO
-  checkpoint on VOC 2007, each run bounded to about a quarter of an hour.
+- ``gpu``: a chapter on a Colab GPU: the reference project's model, fine-tuned from the COCO checkpoint on VOC 2007,
+  each run bounded to about a quarter of an hour.
 - ``full``: the reference project's whole recipe on VOC 07+12: many GPU hours, one resumable command.
 
-A chapter picks ``gpu`` on a CUDA GPU and ``quick`` otherwise in its ``parameters`` cell;
-``DETRLIB_PROFILE`` overrides it.
+A chapter's ``parameters`` cell picks ``gpu`` on a CUDA GPU and ``quick`` otherwise; ``DETRLIB_PROFILE`` overrides it.
 """
 from __future__ import annotations
 
@@ -39,9 +38,8 @@ def knob(default, help: str):
 class DataConfig:
     """Where the images come from and how they are resized.
 
-    ``root`` holds a ``VOCdevkit/`` folder (relative paths live under :func:`workdir`); an empty
-    root means the generated toy VOC, made once per setting under :func:`workdir`. A set is
-    ``"<year folder>:<split>"``, e.g. ``"VOC2007:trainval"``.
+    ``root`` holds a ``VOCdevkit/`` folder (relative paths live under :func:`workdir`); an empty root means the
+    generated toy VOC, made once per setting under :func:`workdir`. A set is ``"<year folder>:<split>"``.
     """
 
     root: str = knob("", "a folder holding VOCdevkit/ (relative: under DETRLIB_HOME); empty: the generated toy VOC")
@@ -160,6 +158,8 @@ PLACEMENT = frozenset({"data.download", "data.num_workers", "train.device", "tra
 
 @dataclass(frozen=True)
 class Config:
+    """A run's settings: its profile's name and the data, model and train sections."""
+
     profile: str = "full"
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -212,26 +212,22 @@ class Config:
         for name in PLACEMENT:
             section, field_name = name.split(".")
             del d[section][field_name]
-        blob = json.dumps(d, sort_keys=True, default=str).encode()
-        return hashlib.sha1(blob).hexdigest()[:10]
+        return hashlib.sha1(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:10]
 
     def describe(self) -> str:
+        """The settings in one line, as a run prints them."""
         m, t = self.model, self.train
         data = self.data.root or f"toy VOC ({self.data.toy_train} train / {self.data.toy_val} val)"
-        return (
-            f"profile {self.profile}: {m.backbone} d{m.hidden_dim} {m.enc_layers}+{m.dec_layers} layers, "
-            f"{m.num_queries} queries, dn_groups {m.dn_groups}; data {data}; "
-            f"batch {t.batch_size}, lr {t.lr:g}, amp {t.amp}, "
-            + (f"{t.max_steps} steps" if t.max_steps else f"{t.epochs} epochs")
-        )
-
+        length = f"{t.max_steps} steps" if t.max_steps else f"{t.epochs} epochs"
+        return (f"profile {self.profile}: {m.backbone} d{m.hidden_dim} {m.enc_layers}+{m.dec_layers} layers, "
+                f"{m.num_queries} queries, dn_groups {m.dn_groups}; data {data}; "
+                f"batch {t.batch_size}, lr {t.lr:g}, amp {t.amp}, {length}")
 
 
 # --- checking values ------------------------------------------------------------------------------
-# Every field is checked against its type annotation when a config is made; numbers must also be
-# finite and >= 0 unless RANGES says otherwise (for a tuple: each element), and a tuple needs at
-# least one element. The upper bounds keep a damaged or hostile config (a checkpoint's) from
-# allocating more than any DETR needs.
+# Every field is checked against its type annotation when a config is made; numbers must also be finite and >= 0
+# unless RANGES says otherwise (for a tuple: each element), and a tuple needs at least one element. The upper
+# bounds keep a damaged or hostile config (a checkpoint's) from allocating more than any DETR needs.
 
 RANGES = {  # interval notation, "inf" for no bound
     "data.toy_image_size": "[64, 4096]", "data.toy_max_objects": "[1, 100]", "data.toy_clutter": "[0, 100]",
@@ -252,13 +248,13 @@ CHOICES = {  # the model's part names are the registry's (detrlib.model.registry
     "train.class_loss": ("ce", "balanced", "focal", "sigmoid_focal"),
     "train.amp": ("off", "auto", "bf16", "fp16"),
 }
+# a set is names, never paths: it stays inside the data root, and so do the split files derived from it
+SET_PATTERN = r"(?!\.\.?(:|$))[^:\s/\\]+(:(?!\.\.?$)[^:\s/\\]+)?"
 PATTERNS = {  # regular expression a text must match, and what it means
-    # names, never paths: a set stays inside the data root, and the split files derived from it too
-    "data.train_sets": (r"(?!\.\.?(:|$))[^:\s/\\]+(:(?!\.\.?$)[^:\s/\\]+)?",
-                        "YEAR:split, e.g. VOC2007:trainval, or a split name (names, not paths)"),
-    "data.val_sets": (r"(?!\.\.?(:|$))[^:\s/\\]+(:(?!\.\.?$)[^:\s/\\]+)?",
-                      "YEAR:split, e.g. VOC2007:test, or a split name (names, not paths)"),
-    "data.longtail": (r"((exp|step)[1-9]\d*(\.\d+)?)?", "empty, or exp<R> or step<R> with R >= 1 the head-to-tail ratio, e.g. exp50"),
+    "data.train_sets": (SET_PATTERN, "YEAR:split, e.g. VOC2007:trainval, or a split name (names, not paths)"),
+    "data.val_sets": (SET_PATTERN, "YEAR:split, e.g. VOC2007:test, or a split name (names, not paths)"),
+    "data.longtail": (r"((exp|step)[1-9]\d*(\.\d+)?)?",
+                      "empty, or exp<R> or step<R> with R >= 1 the head-to-tail ratio, e.g. exp50"),
     "train.device": (r"auto|cpu|mps|(cuda|xpu)(:\d+)?", "auto, cpu, cuda, cuda:N or mps"),
 }
 
@@ -269,25 +265,15 @@ def field_types(klass) -> dict[str, type]:
     return typing.get_type_hints(klass)
 
 
-def _interval(text: str) -> tuple[float, float, bool, bool]:
-    low, high = (float(x) for x in text[1:-1].split(","))
-    return low, high, text[0] == "(", text[-1] == ")"
-
-
-def _describe_interval(text: str) -> str:
-    low, high, open_low, open_high = _interval(text)
-    if math.isinf(high):
-        return f"{'greater than' if open_low else 'at least'} {low:g}"
-    return f"in {text}"
-
-
 def _check_number(key: str, value) -> None:
     if isinstance(value, float) and not math.isfinite(value):
         raise ConfigError(f"{key} must be a finite number, got {value}")
     interval = RANGES.get(key, "[0, inf)")
-    low, high, open_low, open_high = _interval(interval)
+    low, high = (float(x) for x in interval[1:-1].split(","))
+    open_low, open_high = interval[0] == "(", interval[-1] == ")"
     if value < low or value > high or (open_low and value == low) or (open_high and value == high):
-        raise ConfigError(f"{key} must be {_describe_interval(interval)}, got {value!r}")
+        bound = f"{'greater than' if open_low else 'at least'} {low:g}" if math.isinf(high) else f"in {interval}"
+        raise ConfigError(f"{key} must be {bound}, got {value!r}")
 
 
 def _checked(key: str, value, kind):
@@ -334,8 +320,7 @@ def check_value(key: str, value):
 def check_fields(section, name: str) -> None:
     """Check (and normalise: lists to tuples, ints to floats) every field of a config section."""
     for field_name, kind in field_types(type(section)).items():
-        key = f"{name}.{field_name}"
-        object.__setattr__(section, field_name, _checked(key, getattr(section, field_name), kind))  # normalised
+        object.__setattr__(section, field_name, _checked(f"{name}.{field_name}", getattr(section, field_name), kind))
     if name == "model":
         m = section
         if m.hidden_dim % m.nheads:
@@ -402,10 +387,9 @@ QUICK_MAX_MINUTES = 15.0
 
 
 def _gpu() -> Config:
-    """The full profile's model and start, at the size of one Colab session: VOC 2007 trainval
-    only (long-tailed), images resized to 480-640 pixels (DETR: 480-800), a fixed 500-image subset
-    of VOC 2007 test for the evaluations, and a cosine schedule over a budget of optimizer steps
-    that fits a Colab session on a T4 (:mod:`detrlib.budget`). ``max_minutes`` stops a slower GPU cleanly."""
+    """The full profile's model and start, at the size of one Colab session on a T4 (:mod:`detrlib.budget`): VOC
+    2007 trainval only (long-tailed), images resized to 480-640 pixels (DETR: 480-800), a fixed 500-image subset of
+    VOC 2007 test for evaluations, a cosine schedule over a step budget; ``max_minutes`` stops a slower GPU cleanly."""
     return _full().replace(**{
         "profile": "gpu",
         "data.train_sets": ("VOC2007:trainval",), "data.val_sets": ("VOC2007:test",), "data.val_subset": 500,
@@ -416,24 +400,20 @@ def _gpu() -> Config:
 
 
 def _quick() -> Config:
-    """The book's recipe at a CPU's scale, tuned to learn the toy VOC in about three minutes of
-    training on 2 cores: a ResNet-18 cut after its third stage and trained from scratch with ordinary
-    BatchNorm, a 128-wide 2 + 2 layer transformer, 20 queries, denoising, a high learning rate for the
-    whole network, a drop two epochs before the end, and bf16 autocast where the CPU has it. Batches of
-    16 rather than 8: a CPU computes an image of a batch of 16 about a fifth cheaper, and 9 epochs of
-    them learn as much as 8 epochs of batches of 8, or more, in less time. On a slow or busy CPU
-    ``max_minutes`` ends a run cleanly before the book's limit on a cell would kill it."""
+    """The book's recipe at a CPU's scale, tuned to learn the toy VOC in about three minutes of training on 2 cores:
+    a ResNet-18 cut after its third stage and trained from scratch, a high learning rate for the whole network, a
+    drop two epochs before the end. Batches of 16 rather than 8: a CPU computes an image of a batch of 16 about a
+    fifth cheaper, and 9 epochs of them learn as much as 8 epochs of batches of 8, or more, in less time. On a slow or
+    busy CPU ``max_minutes`` ends a run cleanly before the book's limit on a cell would kill it."""
     return Config(
         profile="quick",
         data=DataConfig(
-            root="", train_sets=("VOCtoy:train",), val_sets=("VOCtoy:val",),
-            toy_train=2000, toy_val=300, train_scales=(128,), max_size=128, val_size=128,
-            random_crop=False, num_workers=0,
+            root="", train_sets=("VOCtoy:train",), val_sets=("VOCtoy:val",), toy_train=2000, toy_val=300,
+            train_scales=(128,), max_size=128, val_size=128, random_crop=False, num_workers=0,
         ),
         model=ModelConfig(
-            backbone="resnet18", backbone_stages=3, frozen_bn=False, frozen_stages=0,
-            hidden_dim=128, nheads=8, enc_layers=2, dec_layers=2, dim_feedforward=512,
-            dropout=0.0, num_queries=20, num_classes=12, dn_groups=5,
+            backbone="resnet18", backbone_stages=3, frozen_bn=False, frozen_stages=0, hidden_dim=128, nheads=8,
+            enc_layers=2, dec_layers=2, dim_feedforward=512, dropout=0.0, num_queries=20, num_classes=12, dn_groups=5,
         ),
         train=TrainConfig(
             epochs=9, batch_size=16, lr=5e-4, lr_backbone=5e-4, lr_drop=7, warmup_steps=100, eval_every=1,
@@ -444,8 +424,7 @@ def _quick() -> Config:
 
 
 def _smoke() -> Config:
-    cfg = _quick()
-    return cfg.replace(**{
+    return _quick().replace(**{
         "profile": "smoke",
         "data.toy_train": 24, "data.toy_val": 8, "data.train_scales": (64,),
         "data.max_size": 64, "data.val_size": 64,
@@ -476,9 +455,8 @@ ORDER = ("Settings are settled in this order, each step changing the one before:
 
 
 def resolve_profile(default: str | None = None, named: str | None = None) -> str:
-    """The profile :data:`ORDER` picks: ``named`` (a command's ``--profile``), else
-    ``DETRLIB_PROFILE``, else ``default`` (a chapter's ``PROFILE``), else gpu on a CUDA GPU and quick
-    otherwise."""
+    """The profile :data:`ORDER` picks: ``named`` (a command's ``--profile``), else ``DETRLIB_PROFILE``, else
+    ``default`` (a chapter's ``PROFILE``), else gpu on a CUDA GPU and quick otherwise."""
     chosen = named or os.environ.get("DETRLIB_PROFILE") or default or ("gpu" if has_cuda() else "quick")
     if chosen not in PROFILES:
         raise ConfigError(f"unknown profile {chosen!r}: choose one of {', '.join(PROFILES)}"
@@ -488,10 +466,9 @@ def resolve_profile(default: str | None = None, named: str | None = None) -> str
 
 def settle(default: str | None = None, named: str | None = None, sets: list[str] | tuple = (),
            flags: dict | None = None) -> Config:
-    """The settings, settled once in :data:`ORDER`: the profile (:func:`resolve_profile`),
-    ``DETRLIB_SET``, the ``--set`` items (``"SECTION.FIELD=VALUE"``) and ``flags`` (``{"train.lr":
-    ("--lr", 1e-4)}``: field -> the flag that gave it, and its value). Each value is checked once, by
-    the :class:`Config` it makes."""
+    """The settings, settled once in :data:`ORDER`: the profile (:func:`resolve_profile`), ``DETRLIB_SET``, the
+    ``--set`` items (``"SECTION.FIELD=VALUE"``) and ``flags`` (``{"train.lr": ("--lr", 1e-4)}``: field -> the flag
+    that gave it, and its value). Each value is checked once, by the :class:`Config` it makes."""
     cfg = _with_environment(profile_settings(resolve_profile(default, named)))
     flags = {key: given for key, given in (flags or {}).items() if given[1] is not None}
     changes = {key: tuple(value) if isinstance(value, list) else value for key, (_, value) in flags.items()}
@@ -506,20 +483,15 @@ def settle(default: str | None = None, named: str | None = None, sets: list[str]
         changes.setdefault("data.train_sets", ("VOC2007:trainval", "VOC2012:trainval"))
         changes.setdefault("data.val_sets", ("VOC2007:test",))
     cfg = cfg.replace(**changes)
-    check_parts(cfg.model)
+    # the registry is the one list of part names (backbone, layer types, ...); detrlib.model's parts register there
+    from detrlib.model.registry import check
+
+    check(cfg.model)
     return cfg
 
 
-def check_parts(model: ModelConfig) -> None:
-    """Refuse part names (backbone, layer types, ...) that the registry does not hold: it is their one list."""
-    from detrlib.model.registry import check  # the parts register themselves when detrlib.model loads
-
-    check(model)
-
-
 def check_device(cfg: Config) -> None:
-    """Refuse a GPU profile (DETR-R50) on a machine without CUDA, unless ``train.device`` asks for
-    the CPU by name."""
+    """Refuse a GPU profile (DETR-R50) on a machine without CUDA, unless ``train.device`` names the CPU."""
     if cfg.profile in GPU_PROFILES and cfg.train.device == "auto" and not has_cuda():
         raise ConfigError(f"the {cfg.profile} profile trains DETR-R50 and needs a CUDA GPU, and none is visible: "
                           "use the quick profile on a CPU (--profile quick; in a chapter, PROFILE = \"quick\"), "

@@ -2,20 +2,15 @@
 
 For each decoder layer's outputs: match (:class:`~detrlib.matcher.HungarianMatcher`), then
 
-- ``loss_ce``: cross-entropy over all Q predictions; matched ones learn their object's class, the
-  others learn "no object" (class index C), down-weighted by ``eos_coef`` because they are many
-  (chapter 8 adds class weights for rare classes and the focal loss, :func:`class_balanced_weights`).
-  With a sigmoid class head (Conditional DETR) it is the sigmoid focal loss instead: each of the C
-  logits is its own yes/no question, "no object" is "no" to all of them;
-- ``loss_bbox``, ``loss_giou``: L1 and 1 - GIoU between matched boxes, summed and divided by the
-  number of objects in the batch;
+- ``loss_ce``: cross-entropy over all Q predictions; matched ones learn their object's class, the others "no object"
+  (class index C), down-weighted by ``eos_coef`` because they are many. Chapter 8 adds class weights for rare classes
+  (:func:`class_balanced_weights`) and the focal loss. With a sigmoid class head (Conditional DETR) it is the sigmoid
+  focal loss: each of the C logits is its own yes/no question, "no object" is "no" to all of them;
+- ``loss_bbox``, ``loss_giou``: L1 and 1 - GIoU between matched boxes, summed and divided by the batch's object count;
 - ``class_error``, ``cardinality_error``: logged metrics with no gradient.
 
-Losses of the earlier decoder layers (``outputs["aux_outputs"]``) get their own matching and the
-suffix ``_{i}``: ``loss_ce_0``, ``loss_bbox_0``, ...
-
-:class:`DenoisingCriterion` adds the losses of DN-DETR's denoising queries (chapter 5).
-"""
+Earlier decoder layers (``outputs["aux_outputs"]``) get their own matching, their losses the suffix ``_{i}``
+(``loss_ce_0``, ...). :class:`DenoisingCriterion` adds the losses of DN-DETR's denoising queries (chapter 5)."""
 from __future__ import annotations
 
 import torch
@@ -35,9 +30,9 @@ def matched_prediction_index(indices: list[tuple[Tensor, Tensor]]) -> tuple[Tens
 
 
 def process_mean(value: Tensor) -> Tensor:
-    """``value`` summed over processes and divided by their number under DistributedDataParallel
-    (unchanged otherwise). DDP averages gradients over processes; a loss divided by this mean of a
-    normalizer, rather than by its local value, weighs every item of the global batch the same."""
+    """``value`` summed over processes and divided by their number under DistributedDataParallel (unchanged
+    otherwise). DDP averages gradients over processes; a loss divided by this mean of a normalizer, rather than by its
+    local value, weighs every item of the global batch the same."""
     if dist.is_available() and dist.is_initialized():
         value = value.clone()
         dist.all_reduce(value)
@@ -46,8 +41,8 @@ def process_mean(value: Tensor) -> Tensor:
 
 
 def count_boxes(targets: list[dict], device: torch.device) -> float:
-    """The number of objects the box losses are divided by (at least 1), averaged over processes
-    under DDP (see :func:`process_mean`)."""
+    """The number of objects the box losses are divided by (at least 1), averaged over processes under DDP
+    (:func:`process_mean`)."""
     n = torch.tensor([float(sum(len(t["labels"]) for t in targets))], device=device)
     return process_mean(n).clamp(min=1).item()
 
@@ -55,21 +50,17 @@ def count_boxes(targets: list[dict], device: torch.device) -> float:
 class SetCriterion(nn.Module):
     """DETR's loss. Arguments as in the official code.
 
-    ``losses`` names the terms to compute: ``"labels"``, ``"boxes"``, ``"cardinality"``; the name
-    ``x`` calls the method ``loss_x(outputs, targets, indices, num_boxes)``, so a subclass adds a term
-    (or swaps the classification loss) by defining a method. ``weight_dict`` maps loss names to their
-    weight in :meth:`total`; names it lacks (the metrics) are logged only.
+    ``losses`` names the terms to compute: ``"labels"``, ``"boxes"``, ``"cardinality"``; the name ``x`` calls the
+    method ``loss_x(outputs, targets, indices, num_boxes)``, so a subclass adds a term (or swaps the classification
+    loss) by defining a method. ``weight_dict`` maps loss names to their weight in :meth:`total`; names it lacks (the
+    metrics) are logged only.
 
-    Two additions for class imbalance (chapter 8), both off by default: ``class_weights`` ([C],
-    e.g. :func:`class_balanced_weights`) weigh each object class in the cross-entropy as
-    ``eos_coef`` weighs no-object, and ``focal_gamma`` > 0 scales each prediction's term by
-    ``(1 - p)^focal_gamma``, ``p`` its probability of the right class (the focal loss).
-
-    ``sigmoid=True`` takes the outputs of a sigmoid class head (C logits, no no-object) and makes
-    ``loss_ce`` the sigmoid focal loss of Deformable and Conditional DETR (Lin et al.), with
-    ``focal_alpha`` and ``focal_gamma``, summed over every prediction and class and divided by the
-    number of objects; ``eos_coef`` and ``class_weights`` do not apply.
-    """
+    Two additions for class imbalance (chapter 8), both off by default: ``class_weights`` ([C], e.g.
+    :func:`class_balanced_weights`) weigh each object class in the cross-entropy as ``eos_coef`` weighs no-object, and
+    ``focal_gamma`` > 0 scales each prediction's term by ``(1 - p)^focal_gamma``, ``p`` its probability of the right
+    class (the focal loss). ``sigmoid=True`` takes the outputs of a sigmoid class head (C logits, no no-object) and
+    makes ``loss_ce`` the sigmoid focal loss of Deformable and Conditional DETR (Lin et al.; ``focal_alpha``,
+    ``focal_gamma``), where ``eos_coef`` and ``class_weights`` do not apply."""
 
     def __init__(self, num_classes: int, matcher: HungarianMatcher, weight_dict: dict[str, float],
                  eos_coef: float, losses: list[str], class_weights: Tensor | None = None,
@@ -80,11 +71,8 @@ class SetCriterion(nn.Module):
         unknown = [name for name in losses if not callable(getattr(self, f"loss_{name}", None))]
         if unknown:
             raise ValueError(f"unknown loss(es) {unknown}: choose among 'labels', 'boxes', 'cardinality'")
-        self.num_classes = num_classes
-        self.matcher = matcher
-        self.weight_dict = dict(weight_dict)
-        self.eos_coef = eos_coef
-        self.losses = list(losses)
+        self.num_classes, self.matcher, self.weight_dict = num_classes, matcher, dict(weight_dict)
+        self.eos_coef, self.losses = eos_coef, list(losses)
         empty_weight = torch.ones(num_classes + 1)
         if class_weights is not None:
             if len(class_weights) != num_classes:
@@ -97,10 +85,9 @@ class SetCriterion(nn.Module):
         self.focal_gamma, self.sigmoid, self.focal_alpha = focal_gamma, sigmoid, focal_alpha
 
     def loss_labels(self, outputs, targets, indices, num_boxes, log=True) -> dict[str, Tensor]:
-        """Weighted cross-entropy over every prediction (focal with ``focal_gamma`` > 0), divided by
-        the sum of the weights of the predictions' target classes, as ``F.cross_entropy``'s weighted
-        mean; with ``sigmoid``, the sigmoid focal loss divided by ``num_boxes``. ``class_error`` (%)
-        over matched ones."""
+        """Weighted cross-entropy over every prediction (focal with ``focal_gamma`` > 0), divided by the sum of the
+        weights of the predictions' target classes, as ``F.cross_entropy``'s weighted mean; with ``sigmoid``, the
+        sigmoid focal loss divided by ``num_boxes``. ``class_error`` (%) over matched ones."""
         logits = outputs["pred_logits"].float()
         idx = matched_prediction_index(indices)
         matched_classes = torch.cat([t["labels"][j] for t, (_, j) in zip(targets, indices)])
@@ -116,10 +103,9 @@ class SetCriterion(nn.Module):
         return losses
 
     def class_terms(self, logits: Tensor, target_classes: Tensor) -> tuple[Tensor, Tensor]:
-        """Per prediction, the weight of its target class and its cross-entropy (focal with
-        ``focal_gamma`` > 0): ``logits [N, S, C+1]``, ``target_classes [N, S]``. With ``sigmoid``:
-        weight 1 and the sigmoid focal loss summed over the C logits (``[N, S, C]``), where the
-        class C (no object) is a "no" from each."""
+        """Per prediction, the weight of its target class and its cross-entropy (focal with ``focal_gamma`` > 0):
+        ``logits [N, S, C+1]``, ``target_classes [N, S]``. With ``sigmoid``: weight 1 and the sigmoid focal loss
+        summed over the C logits (``[N, S, C]``), where the class C (no object) is a "no" from each."""
         if self.sigmoid:
             yes = F.one_hot(target_classes, self.num_classes + 1)[..., :-1].to(logits.dtype)
             focal = sigmoid_focal_loss(logits, yes, self.focal_alpha, self.focal_gamma, reduction="none").sum(-1)
@@ -132,9 +118,8 @@ class SetCriterion(nn.Module):
 
     @torch.no_grad()
     def loss_cardinality(self, outputs, targets, indices, num_boxes) -> dict[str, Tensor]:
-        """Mean |predicted objects - true objects| per image, where a prediction counts when its
-        most likely class is not no-object (with ``sigmoid``: when a class is more likely than not).
-        A metric, not a loss: no gradient."""
+        """Mean |predicted objects - true objects| per image, where a prediction counts when its most likely class is
+        not no-object (with ``sigmoid``: when a class is more likely than not). A metric, not a loss: no gradient."""
         logits = outputs["pred_logits"]
         if self.sigmoid:
             predicted = (logits.amax(-1) > 0).sum(1).float()
@@ -150,8 +135,7 @@ class SetCriterion(nn.Module):
         tgt = torch.cat([t["boxes"][j] for t, (_, j) in zip(targets, indices)]).float()
         loss_giou = generalized_box_iou_loss(box_convert(src, "cxcywh", "xyxy"),
                                              box_convert(tgt, "cxcywh", "xyxy"), reduction="sum")
-        return {"loss_bbox": F.l1_loss(src, tgt, reduction="sum") / num_boxes,
-                "loss_giou": loss_giou / num_boxes}
+        return {"loss_bbox": F.l1_loss(src, tgt, reduction="sum") / num_boxes, "loss_giou": loss_giou / num_boxes}
 
     def get_loss(self, loss: str, outputs: dict, targets: list[dict], indices, num_boxes: float, **kwargs):
         """One term for given ``indices``: from the matcher, or known in advance (denoising)."""
@@ -187,14 +171,11 @@ def class_error(logits: Tensor, labels: Tensor) -> Tensor:
 class DenoisingCriterion(SetCriterion):
     """:class:`SetCriterion` plus the losses of the denoising queries (DN-DETR, chapter 5).
 
-    When the outputs carry ``"dn_meta"`` (training with denoising), each denoising output learns the
-    object it was made from, at every decoder layer, with the same terms as the matched queries
-    (:meth:`~SetCriterion.class_terms`, L1, 1 - GIoU) but with pairs known in advance instead of
-    matched. Padding slots are left out, so they are never supervised: the cross-entropy is the mean
-    over the real denoising queries (there is no "no object" among them), the box losses are divided
-    by the number of objects times the number of groups. The terms get the suffix ``_dn`` (last
-    layer) and ``_dn_{i}`` (earlier layers): ``loss_ce_dn``, ``loss_bbox_dn_0``, ...
-    """
+    When the outputs carry ``"dn_meta"`` (training with denoising), each denoising output learns the object it was
+    made from, at every decoder layer, with the matched queries' terms (:meth:`~SetCriterion.class_terms`, L1, GIoU)
+    but with pairs known in advance instead of matched. Padding slots are never supervised: the cross-entropy is the
+    mean over the real denoising queries (none is "no object"), the box losses are divided by the number of objects
+    times the number of groups. Suffixes ``_dn`` (last layer) and ``_dn_{i}``: ``loss_ce_dn``, ``loss_bbox_dn_0``."""
 
     def forward(self, outputs: dict, targets: list[dict]) -> dict[str, Tensor]:
         losses = super().forward(outputs, targets)
@@ -231,8 +212,8 @@ class DenoisingCriterion(SetCriterion):
 
 
 def denoising_pairs(meta: dict, targets: list[dict]) -> tuple[tuple[Tensor, Tensor], dict]:
-    """(image index, query index) of every real denoising query, and the objects they learn (as
-    one target dict), in the same order. Query ``g * pad + j`` of an image comes from its object j."""
+    """(image index, query index) of every real denoising query, and the objects they learn (as one target dict), in
+    the same order. Query ``g * pad + j`` of an image comes from its object j."""
     groups, pad = meta["groups"], meta["pad"]
     sizes = torch.tensor([len(t["labels"]) for t in targets])
     slot = torch.arange(groups * pad) % pad  # the object each query comes from
@@ -243,23 +224,22 @@ def denoising_pairs(meta: dict, targets: list[dict]) -> tuple[tuple[Tensor, Tens
 
 
 def class_balanced_weights(counts, beta: float) -> Tensor:
-    """Cui et al.'s class-balanced weights: class ``c`` with ``n_c`` training objects weighs
-    ``1 / E(n_c)``, where ``E(n) = (1 - beta^n) / (1 - beta)`` is the "effective number" of n
-    objects: 1 with beta = 0 (every class weighs the same), n as beta -> 1 (inverse frequency), and
-    never more than 1 / (1 - beta), so beyond a few times that many objects more add little. Scaled
-    so that the weights average 1 over the classes; a class without objects counts as one."""
+    """Cui et al.'s class-balanced weights: class ``c`` with ``n_c`` training objects weighs ``1 / E(n_c)``, where
+    ``E(n) = (1 - beta^n) / (1 - beta)`` is the "effective number" of n objects: 1 with beta = 0 (every class weighs
+    the same), n as beta -> 1 (inverse frequency), and never more than 1 / (1 - beta), so beyond a few times that many
+    objects more add little. Scaled so that the weights average 1 over the classes; a class without objects counts as
+    one."""
     n = torch.as_tensor(counts, dtype=torch.float64).clamp(min=1)
     weights = (1 - beta) / (1 - beta ** n)
     return (weights * len(weights) / weights.sum()).float()
 
 
 def build_criterion(cfg: Config, class_counts=None) -> SetCriterion:
-    """Matcher, loss weights (one set per decoder layer with ``aux_loss``) and criterion from a
-    Config; with ``model.dn_groups > 0`` a :class:`DenoisingCriterion` whose denoising terms weigh
-    as much as the matched ones. ``train.class_loss="balanced"`` needs ``class_counts``, the
-    training objects of each class (``[dataset.class_counts()[c] for c in dataset.classes]``).
-    ``train.class_loss="sigmoid_focal"`` (with ``model.class_head="sigmoid"``) trains and matches
-    with the focal loss and cost of Conditional DETR."""
+    """Matcher, loss weights (one set per decoder layer with ``aux_loss``) and criterion from a Config; with
+    ``model.dn_groups > 0`` a :class:`DenoisingCriterion` whose denoising terms weigh as much as the matched ones.
+    ``train.class_loss="balanced"`` needs ``class_counts``, the training objects of each class
+    (``[dataset.class_counts()[c] for c in dataset.classes]``). ``train.class_loss="sigmoid_focal"`` (with
+    ``model.class_head="sigmoid"``) trains and matches with the focal loss and cost of Conditional DETR."""
     t, m = cfg.train, cfg.model
     sigmoid = t.class_loss == "sigmoid_focal"
     matcher = HungarianMatcher(cost_class=t.set_cost_class, cost_bbox=t.set_cost_bbox, cost_giou=t.set_cost_giou,

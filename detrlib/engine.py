@@ -1,6 +1,5 @@
-"""Training and evaluation: one epoch, one evaluation, and :func:`train`, a whole run that writes
-its metrics as it goes (:mod:`detrlib.runfolder`), checkpoints its
-:class:`~detrlib.train_state.TrainState`, and resumes exactly where it stopped."""
+"""Training and evaluation: one epoch, one evaluation, and :func:`train`, a whole run that writes its metrics as it
+goes (:mod:`detrlib.runfolder`), checkpoints its :class:`~detrlib.train_state.TrainState`, and resumes exactly."""
 from __future__ import annotations
 
 import math
@@ -25,8 +24,7 @@ from detrlib.train_state import EpochTotals, TrainState
 
 NAN_PATIENCE = 5  # non-finite losses in a row before a run gives up
 WARMUP_STEPS = 20  # steps a run takes before it prints its measured speed
-# how long a process of a distributed run waits in a collective for the others: longer than process 0's
-# longest evaluation and checkpoint, during which the others wait
+# how long a process waits in a collective: longer than process 0's longest evaluation and checkpoint (others wait)
 PROCESS_TIMEOUT = timedelta(minutes=30)
 CUBLAS_WORKSPACE = ":4096:8"  # a fixed cuBLAS workspace, which deterministic algorithms need on CUDA
 
@@ -61,13 +59,9 @@ def deterministic_settings() -> dict:
             "CUBLAS_WORKSPACE_CONFIG": os.environ.get("CUBLAS_WORKSPACE_CONFIG", "")}
 
 
-def distributed_env() -> tuple[int, int]:
-    """(rank, world size) under ``torchrun``; (0, 1) otherwise."""
-    return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
-
-
 def init_distributed(device: torch.device) -> tuple[int, int]:
-    rank, world = distributed_env()
+    """(rank, world size) under ``torchrun``, its process group started; (0, 1) otherwise."""
+    rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
     if world > 1 and not torch.distributed.is_initialized():
         backend = "nccl" if device.type == "cuda" else "gloo"
         torch.distributed.init_process_group(backend, timeout=PROCESS_TIMEOUT)
@@ -83,10 +77,9 @@ def lost_process(err: BaseException) -> bool:
 
 
 def agree(values: list, op: str = "max", device: torch.device | None = None) -> list[int]:
-    """``values`` (flags or counts) taken over every process of a distributed run by one all-reduce:
-    their maximum (a flag any process raises) or, with ``op="min"``, their minimum; the values
-    themselves in a single process. A decision that ends or skips a step is read from it, so that
-    every process takes it at the same step and none waits in a collective the others have left."""
+    """``values`` (flags or counts) over every process of a distributed run by one all-reduce: their maximum (a flag
+    any process raises) or, with ``op="min"``, their minimum; the values themselves in one process. A step is ended
+    or skipped by it on every process at once, so that none waits in a collective the others have left."""
     values = [int(v) for v in values]
     if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
         return values
@@ -111,8 +104,7 @@ def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
 
 
 def make_scheduler(optimizer, cfg: TrainConfig, steps_per_epoch: int) -> torch.optim.lr_scheduler.LambdaLR:
-    """Linear warm-up, then DETR's step drop (x0.1 at epoch ``lr_drop``) or a cosine decay.
-    Stepped once per optimizer step."""
+    """Linear warm-up, then DETR's step drop (x0.1 at epoch ``lr_drop``) or a cosine decay, per optimizer step."""
     total = cfg.max_steps or cfg.epochs * steps_per_epoch
     drop_at = cfg.lr_drop * steps_per_epoch
 
@@ -126,9 +118,8 @@ def make_scheduler(optimizer, cfg: TrainConfig, steps_per_epoch: int) -> torch.o
 
 
 def set_learning_rates(state: TrainState, cfg: TrainConfig) -> None:
-    """Give a restored optimizer and schedule ``cfg``'s learning rates and weight decay, at the step
-    the schedule has reached (the schedule's shape is already ``cfg``'s: :func:`make_scheduler`):
-    a resumed run trains with the settings its ``config.json`` shows, not those it started with."""
+    """Give a restored optimizer and schedule ``cfg``'s learning rates and weight decay at the schedule's step (its
+    shape is already ``cfg``'s: :func:`make_scheduler`): a resumed run trains with what its ``config.json`` shows."""
     groups, scheduler = state.optimizer.param_groups, state.scheduler
     scheduler.base_lrs = [cfg.lr, cfg.lr_backbone][:len(groups)]
     for group, lr, factor in zip(groups, scheduler.base_lrs, scheduler.lr_lambdas):
@@ -137,8 +128,7 @@ def set_learning_rates(state: TrainState, cfg: TrainConfig) -> None:
 
 
 def new_train_state(model: nn.Module, cfg: TrainConfig, steps_per_epoch: int) -> TrainState:
-    """A fresh run's state: :func:`make_optimizer`, :func:`make_scheduler`, and a GradScaler when
-    ``cfg.amp`` trains in fp16 on the model's device."""
+    """A fresh run's state: :func:`make_optimizer`, :func:`make_scheduler`, and a GradScaler when training in fp16."""
     optimizer = make_optimizer(model, cfg)
     device = next(model.parameters()).device
     scaler = torch.amp.GradScaler(device.type) if precision(cfg.amp, device).scaler else None
@@ -163,22 +153,18 @@ def logged_values(loss, loss_dict: dict) -> dict[str, float]:
 
 def train_one_epoch(state: TrainState, criterion, batches, cfg: TrainConfig, on_step=None,
                     progress: bool = True) -> dict:
-    """One pass of ``state.net`` over ``batches`` (``(images, mask, targets)``, the targets handed to
-    the model too, which denoising needs), with ``cfg``'s precision, gradient clipping and
-    accumulation. Returns the mean of each logged loss term over the epoch's optimizer steps.
+    """One pass of ``state.net`` over ``batches`` (``(images, mask, targets)``; the model gets the targets too, for
+    denoising) with ``cfg``'s precision, gradient clipping and accumulation. Returns each logged loss term's mean
+    over the epoch's optimizer steps.
 
-    ``state`` advances as it goes: ``batch``, ``step``, the epoch's running sums ``totals`` (cleared
-    at the end, so that a checkpoint taken mid-epoch lets the resumed epoch average all its steps)
-    and a ``steps`` row ``[step, loss, lr, seconds]`` per optimizer step, the seconds since the
-    previous step (data loading included): the curves of chapter 7. ``on_step(state)`` runs after each
-    optimizer step (checkpoints). The pass ends early when ``cfg.max_steps`` or ``cfg.max_minutes``
-    stops the run (:meth:`TrainState.stop_reason`), after the first step begun past the time cap. A
-    batch with a non-finite loss is skipped and counted (``skipped``); after ``NAN_PATIENCE`` in a
-    row the run stops with an error.
-
-    Under several processes each of these decisions is taken once for all (:func:`agree`): the
-    epoch has as many batches as the shortest process's share, a batch is skipped when its loss is
-    non-finite on any process, and the time cap is reached when any process's clock says so.
+    ``state`` advances as it goes: ``batch``, ``step``, ``totals`` (cleared at the end) and a ``steps`` row per
+    optimizer step, its seconds counted since the previous one, data loading included (chapter 7's curves).
+    ``on_step(state)`` runs after each optimizer step (checkpoints). The pass ends early when ``cfg.max_steps`` or
+    ``cfg.max_minutes`` stops the run (:meth:`TrainState.stop_reason`), after the first step begun past the time
+    cap. A batch with a non-finite loss is skipped and counted (``skipped``); ``NAN_PATIENCE`` in a row stop the
+    run with an error. Under several processes each decision is taken once for all (:func:`agree`): the epoch has
+    as many batches as the shortest process's share, a batch is skipped when its loss is non-finite on any process,
+    and the time cap is reached when any process's clock says so.
     """
     model, optimizer, scaler = state.net, state.optimizer, state.scaler
     device = next(state.model.parameters()).device
@@ -294,24 +280,17 @@ def _check_data(cfg: Config, train_set, val_set, world: int) -> None:
 
 def train(cfg: Config, out: str | Path | None = None, resume: bool = True, progress: bool = True,
           name: str = "") -> Path:
-    """Train ``cfg`` in the run folder ``out`` (default: :func:`~detrlib.runfolder.run_dir`) and
-    return that folder.
+    """Train ``cfg`` in the run folder ``out`` (default: :func:`~detrlib.runfolder.run_dir`) and return that folder.
 
-    The folder's files are :mod:`detrlib.runfolder`'s; each evaluation also records the peak memory
-    so far and ``match_instability`` (:mod:`detrlib.instability`). With ``resume`` a stopped run
-    continues from its newest readable checkpoint, and a finished run is reused as it is.
-    ``progress`` shows a bar per epoch (not on the book's static pages), the measured speed after a
-    warm-up, and a line per evaluation.
-
-    The run ends after ``train.epochs``, after ``train.max_steps`` optimizer steps, or at the first
-    step after ``train.max_minutes`` of wall clock (the minutes of earlier sessions of a resumed run
-    count); it always ends with an evaluation and a checkpoint marked finished, and the last line
-    of ``metrics.jsonl`` says what stopped it (``"stopped"``: ``epochs``, ``max_steps`` or
-    ``max_minutes``).
-
-    Under ``torchrun`` every process takes each decision that ends or skips a step together
-    (:func:`agree`); when another process ends first, or stops answering for ``PROCESS_TIMEOUT``,
-    this one ends with a :class:`ProcessGroupError`, and the folder keeps its last checkpoint.
+    The folder's files are :mod:`detrlib.runfolder`'s; each evaluation also records the peak memory so far and
+    ``match_instability`` (:mod:`detrlib.instability`). With ``resume`` a stopped run continues from its newest
+    readable checkpoint, and a finished run is reused as it is. ``progress`` shows a bar per epoch, the measured
+    speed after a warm-up, and a line per evaluation. The run ends after ``train.epochs``, ``train.max_steps``
+    optimizer steps, or at the first step after ``train.max_minutes`` of wall clock (earlier sessions of a resumed
+    run count), always with an evaluation, a checkpoint marked finished, and ``"stopped"`` (``epochs``,
+    ``max_steps`` or ``max_minutes``) in the last line of ``metrics.jsonl``. Under ``torchrun``, when another process
+    ends first or stops answering for ``PROCESS_TIMEOUT``, this one ends with a :class:`ProcessGroupError`, and the
+    folder keeps its last checkpoint.
     """
     out = Path(out) if out else runfolder.run_dir(cfg, name)
     check_device(cfg)
@@ -339,14 +318,8 @@ def speed_line(seconds_per_step: float, device: torch.device, steps_left: int, t
     return line
 
 
-def _limit(reason: str, t: TrainConfig) -> str:
-    """The setting behind a stop reason, with its value: ``train.max_steps=300``."""
-    return f"train.{reason}={getattr(t, reason):g}"
-
-
 def _check_queries(cfg: Config, train_set) -> None:
-    """Say in one line when a training picture holds more objects than the model has queries: DETR finds at
-    most one object per query."""
+    """Warn when a training picture holds more objects than the model has queries: DETR finds one per query."""
     most = max((len(r.labels) if cfg.data.keep_difficult else int((~r.difficult).sum()) for r in train_set.records),
                default=0)
     if most > cfg.model.num_queries:
@@ -378,8 +351,8 @@ def _train(cfg: Config, out: Path, resume: bool, progress: bool) -> Path:
     if saved is not None:
         _continue(state, saved, cfg, out, world, device)
         if state.finished and (reason := state.stop_reason(t)):
-            record.say(f"run {out.name} finished at step {state.step}, stopped by {_limit(reason, t)}: nothing more "
-                       f"to train (a larger train.{reason} trains on)")
+            record.say(f"run {out.name} finished at step {state.step}, stopped by train.{reason}="
+                       f"{getattr(t, reason):g}: nothing more to train (a larger train.{reason} trains on)")
             return out  # reused as it is; a larger budget trains on
         record.say(f"resumed from {saved['path']}: epoch {state.epoch}, step {state.step}", always=True)
     elif t.init_checkpoint:
@@ -483,8 +456,7 @@ class Recorder:
             self.checkpoint(state)
 
     def end_of_epoch(self, state: TrainState, means: dict, stopped: str) -> None:
-        """Evaluate (every ``eval_every`` epochs, and when the run stops), log, keep the best weights,
-        and checkpoint."""
+        """Evaluate (every ``eval_every`` epochs, and when the run stops), log, keep the best weights, checkpoint."""
         if not self.active:
             return
         from detrlib.instability import instability

@@ -1,5 +1,4 @@
-"""The machine a chapter or a measurement runs on, as the top of every chapter and every results
-file reports it."""
+"""The machine a chapter or a measurement runs on, as the top of every chapter and every results file reports it."""
 from __future__ import annotations
 
 import os
@@ -10,8 +9,7 @@ from detrlib.config import Config
 
 
 def machine() -> dict:
-    """This machine as every measurement records it: the CPU's model and cores, torch's threads, the
-    platform, the Python, torch and torchvision versions, and the GPU when there is one."""
+    """This machine as every measurement records it: CPU, cores, torch's threads, platform, versions, GPU if any."""
     import platform
 
     import torch

@@ -1,9 +1,8 @@
 """Detection metrics through pycocotools, never a hand-written AP.
 
-AP@0.5 is the book's headline number (PASCAL VOC's metric); COCO's AP (mean over IoU 0.50:0.95),
-AP@0.75 and AP for small / medium / large objects come from the same evaluation. Per-class AP@0.5 is
-grouped into head and tail classes to show what class imbalance does. VOC's ``difficult`` objects are
-ignore regions (COCO's ``iscrowd``): finding them is neither rewarded nor punished.
+AP@0.5 is the book's headline number (PASCAL VOC's metric); COCO's AP (mean over IoU 0.50:0.95), AP@0.75 and AP for
+small / medium / large objects come from the same evaluation; per-class AP@0.5 is grouped into head and tail classes
+(class imbalance). VOC's ``difficult`` objects are ignore regions (COCO's ``iscrowd``): neither rewarded nor punished.
 """
 from __future__ import annotations
 
@@ -20,21 +19,17 @@ from detrlib.data.stats import class_groups
 
 
 def coco_ground_truth(annotations: list[dict], classes: list[str]) -> COCO:
-    """A pycocotools ``COCO`` from per-image annotations.
-
-    Each annotation: ``{"image_id", "width", "height", "boxes": [[x1, y1, x2, y2], ...] in pixels,
-    "labels": [...], "difficult": [...]}``; labels index ``classes``.
-    """
+    """A pycocotools ``COCO`` from per-image annotations ``{"image_id", "width", "height", "boxes": [[x1, y1, x2, y2],
+    ...] in pixels, "labels": [...], "difficult": [...]}``; labels index ``classes``."""
     images, objects = [], []
     for ann in annotations:
         images.append({"id": int(ann["image_id"]), "width": int(ann["width"]), "height": int(ann["height"])})
         difficult = ann.get("difficult", [False] * len(ann["labels"]))
         for box, label, hard in zip(ann["boxes"], ann["labels"], difficult):
             x1, y1, x2, y2 = (float(v) for v in box)
-            objects.append({
-                "id": len(objects) + 1, "image_id": int(ann["image_id"]), "category_id": int(label),
-                "bbox": [x1, y1, x2 - x1, y2 - y1], "area": (x2 - x1) * (y2 - y1), "iscrowd": int(bool(hard)),
-            })
+            objects.append({"id": len(objects) + 1, "image_id": int(ann["image_id"]), "category_id": int(label),
+                            "bbox": [x1, y1, x2 - x1, y2 - y1], "area": (x2 - x1) * (y2 - y1),
+                            "iscrowd": int(bool(hard))})
     coco = COCO()
     coco.dataset = {"images": images, "annotations": objects,
                     "categories": [{"id": i, "name": name} for i, name in enumerate(classes)]}
@@ -44,8 +39,8 @@ def coco_ground_truth(annotations: list[dict], classes: list[str]) -> COCO:
 
 
 def ground_truth(dataset) -> list[dict]:
-    """The per-image annotations :func:`coco_ground_truth` takes, from a :class:`~detrlib.data.VOCDataset`'s
-    records: original pixel boxes, every object, difficult ones flagged."""
+    """:func:`coco_ground_truth`'s annotations from a :class:`~detrlib.data.VOCDataset`'s records: original pixel
+    boxes, every object, difficult ones flagged."""
     return [{"image_id": r.image_id, "width": r.width, "height": r.height, "boxes": r.boxes.tolist(),
              "labels": r.labels.tolist(), "difficult": r.difficult.tolist()} for r in dataset.records]
 
@@ -68,18 +63,12 @@ def save_results(predictions: dict[int, dict], path: str | Path) -> Path:
     return path
 
 
-def evaluate_detections(
-    annotations: list[dict],
-    predictions: dict[int, dict],
-    classes: list[str],
-    train_counts: list[int] | None = None,
-    voc07: bool = False,
-) -> dict:
+def evaluate_detections(annotations: list[dict], predictions: dict[int, dict], classes: list[str],
+                        train_counts: list[int] | None = None, voc07: bool = False) -> dict:
     """COCO-style metrics of ``predictions`` against ``annotations`` (see :func:`coco_ground_truth`).
 
-    Returns AP50 (the headline), AP, AP75, APs, APm, APl, AR100, ``per_class_AP50`` and, given the
-    training class counts, ``head_AP50`` / ``tail_AP50``. ``voc07=True`` adds ``AP50_voc07``, the
-    11-point interpolated AP older VOC papers report.
+    Returns AP50 (the headline), AP, AP75, APs, APm, APl, AR100, ``per_class_AP50`` and, given the training class
+    counts, ``head_AP50`` / ``tail_AP50``; ``voc07=True`` adds ``AP50_voc07``, older VOC papers' 11-point AP.
     """
     gt = coco_ground_truth(annotations, classes)
     results = coco_results(predictions)

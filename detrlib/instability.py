@@ -1,10 +1,8 @@
 """Matching instability: how often the object a query answers for changes during training.
 
-Hungarian matching pairs each object with the query whose prediction costs least right now. Early in
-training the predictions move a lot, so the same object goes to one query at one evaluation and to
-another at the next: the queries are taught contradicting things (Li et al. 2022 measure this for
-DN-DETR). :class:`MatchingProbe` matches one fixed batch at each evaluation; :func:`instability`
-compares two such matchings.
+Early in training the predictions move a lot, so Hungarian matching gives an object to one query at one evaluation
+and to another at the next: the queries are taught contradicting things (Li et al. 2022 measure this for DN-DETR).
+:class:`MatchingProbe` matches one fixed batch at each evaluation; :func:`instability` compares two such matchings.
 """
 from __future__ import annotations
 
@@ -23,9 +21,9 @@ def query_targets(indices: list[tuple[Tensor, Tensor]], num_queries: int) -> Ten
 
 
 def instability(previous: Tensor, current: Tensor) -> float:
-    """The share of queries matched to an object in ``previous`` that are matched to another object,
-    or to none, in ``current`` (both from :func:`query_targets`). When every object is matched
-    (objects <= queries), this is also the share of objects whose query changed."""
+    """The share of queries matched to an object in ``previous`` that are matched to another object, or to none, in
+    ``current`` (both from :func:`query_targets`). When every object is matched (objects <= queries), this is also
+    the share of objects whose query changed."""
     matched = previous >= 0
     if not matched.any():
         return 0.0
@@ -33,11 +31,8 @@ def instability(previous: Tensor, current: Tensor) -> float:
 
 
 class MatchingProbe:
-    """Matches the last decoder layer's predictions on a fixed batch: ``probe(model) -> [B, Q]``.
-
-    The model runs in evaluation mode (no dropout, no denoising queries) and is left in the mode
-    it was in.
-    """
+    """Matches the last decoder layer's predictions on a fixed batch: ``probe(model) -> [B, Q]``. The model runs in
+    evaluation mode (no dropout, no denoising queries) and is left in the mode it was in."""
 
     def __init__(self, images: Tensor, mask: Tensor, targets: list[dict], matcher: HungarianMatcher):
         self.images, self.mask, self.targets, self.matcher = images, mask, targets, matcher

@@ -1,29 +1,23 @@
 """Hungarian matching: which prediction answers for which ground-truth object.
 
-DETR predicts a set of Q boxes; an image has T objects (T <= Q in the usual case). Training needs a
-one-to-one pairing, the one of least total cost (Carion et al. 2020, eq. 1), where the cost of
-pairing prediction i with object j is
+DETR predicts a set of Q boxes; an image has T objects (usually T <= Q). Training needs the one-to-one pairing of
+least total cost (Carion et al. 2020, eq. 1), the cost of pairing prediction i with object j being
 
     cost_class * (-p_i[class_j]) + cost_bbox * |b_i - b_j|_1 + cost_giou * (-GIoU(b_i, b_j)).
 
-A model with one sigmoid per class (Deformable and Conditional DETR, ``sigmoid=True``) is matched
-with the focal cost instead of ``-p``: with ``p = sigmoid(logit)`` of the object's class,
-``α (1 - p)^γ (-log p) - (1 - α) p^γ (-log(1 - p))``, what the focal loss gains by calling the
-prediction that class rather than background.
+A model with one sigmoid per class (Deformable and Conditional DETR, ``sigmoid=True``) is matched with the focal cost
+instead of ``-p``: with ``p = sigmoid(logit)`` of the object's class, ``α (1 - p)^γ (-log p) - (1 - α) p^γ
+(-log(1 - p))``, what the focal loss gains by calling the prediction that class rather than background.
 
-The official code builds one cost matrix between every prediction and every object of the whole
-batch, [B*Q, sum T], and throws away all but the B diagonal blocks: work grows as B². Here each image
-gets its own [Q, T_b] matrix and nothing else. To compute them with a handful of tensor operations
-rather than a Python loop, every image's objects are padded to the largest count in the batch, T_max:
-the terms are [B, Q, T_max] (never more than the official [B*Q, sum T]), and image b keeps its first
-T_b columns. The work grows linearly in B; the assignment is the same.
+The official code builds one cost matrix between every prediction and every object of the batch, [B*Q, sum T], and
+throws away all but the B diagonal blocks: work grows as B². Here every image's objects are padded to the batch's
+largest count T_max, so that a handful of tensor operations (no Python loop) give terms [B, Q, T_max] (never more than
+the official [B*Q, sum T]), of which image b keeps its first T_b columns: work grows linearly in B, same assignment.
 
-These are small tensors (a few hundred thousand entries at DETR's sizes) and a few dozen operations,
-so they run on one CPU thread. Split over several, every operation ends at a barrier where the
-threads wait for each other; on a machine with other work (a laptop, Colab's two vCPUs next to
-DataLoader workers, CI), a thread that lost its core makes the barrier wait a scheduler time slice,
-far longer than the operation, and matching becomes slower than the all-pairs matrix it replaces.
-"""
+These small tensors (a few hundred thousand entries at DETR's sizes) and few dozen operations run on one CPU thread:
+split over several, every operation ends at a barrier where the threads wait for each other, and on a busy machine
+(a laptop, Colab's two vCPUs next to DataLoader workers, CI) a thread that lost its core makes the barrier wait a
+scheduler time slice, far longer than the operation: matching becomes slower than the all-pairs matrix it replaces."""
 from __future__ import annotations
 
 from contextlib import contextmanager
@@ -43,8 +37,7 @@ _batched_giou = torch.vmap(generalized_box_iou)
 
 @contextmanager
 def one_thread():
-    """Torch's CPU operations on one thread inside the block (or the decorated function); the
-    caller's setting is restored after."""
+    """Torch's CPU operations on one thread inside the block (or decorated function), then the caller's setting."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
@@ -66,12 +59,10 @@ def pair_costs(logits: Tensor, boxes: Tensor, labels: Tensor, tgt_boxes: Tensor,
                focal: tuple[float, float] | None = None) -> dict[str, Tensor]:
     """The three unweighted cost terms between the Q predictions and T objects of each image.
 
-    ``logits`` [B, Q, C+1] and ``boxes`` [B, Q, 4] (cx, cy, w, h) are the outputs; ``labels`` [B, T]
-    and ``tgt_boxes`` [B, T, 4] the ground truth. Returns {"class", "bbox", "giou"}, each [B, Q, T],
-    computed in fp32 whatever the input precision, on one CPU thread (see the module's docstring).
-    ``focal = (alpha, gamma)``: ``logits`` [B, Q, C] are sigmoid logits, and the class term is
-    :func:`focal_cost`.
-    """
+    ``logits`` [B, Q, C+1] and ``boxes`` [B, Q, 4] (cx, cy, w, h) are the outputs; ``labels`` [B, T] and ``tgt_boxes``
+    [B, T, 4] the ground truth. Returns {"class", "bbox", "giou"}, each [B, Q, T], computed in fp32 whatever the input
+    precision, on one CPU thread (see the module's docstring). ``focal = (alpha, gamma)``: ``logits`` [B, Q, C] are
+    sigmoid logits, and the class term is :func:`focal_cost`."""
     cost = focal_cost(logits, *focal) if focal else -logits.float().softmax(-1)  # -p: a constant does not matter
     boxes, tgt_boxes = boxes.float(), tgt_boxes.float()
     return {
@@ -91,12 +82,10 @@ def pad_targets(targets: list[dict]) -> tuple[Tensor, Tensor, list[int]]:
 class HungarianMatcher(nn.Module):
     """The one-to-one assignment of least total cost between predictions and ground truth.
 
-    ``matcher(outputs, targets)`` returns, for each image, ``(pred_idx, tgt_idx)``: two int64 CPU
-    tensors of equal length min(Q, T), sorted by prediction index. Prediction ``pred_idx[k]`` is
-    matched to object ``tgt_idx[k]``; unmatched predictions are to say "no object". When an image
-    has more objects than queries, Q of them are matched and the rest are left out.
-    ``sigmoid=True`` matches the outputs of a sigmoid class head (C logits) by the focal cost.
-    """
+    ``matcher(outputs, targets)`` returns, per image, ``(pred_idx, tgt_idx)``: two int64 CPU tensors of equal length
+    min(Q, T), sorted by prediction index; prediction ``pred_idx[k]`` is matched to object ``tgt_idx[k]``, and
+    unmatched predictions are to say "no object" (with more objects than queries, Q of them are matched, the rest left
+    out). ``sigmoid=True`` matches a sigmoid class head's outputs (C logits) by the focal cost."""
 
     def __init__(self, cost_class: float = 1, cost_bbox: float = 5, cost_giou: float = 2, sigmoid: bool = False,
                  focal_alpha: float = 0.25, focal_gamma: float = 2.0):

@@ -1,8 +1,7 @@
 """Peak memory of a device since the last reset: what a training run or a benchmark needed at most.
 
-On a GPU it is PyTorch's own count of allocated tensor memory. On a CPU it is the peak resident
-memory of the whole process (Linux's ``VmHWM``, which writing ``5`` to ``/proc/self/clear_refs``
-resets): model, data and Python alike, the number that decides whether a laptop runs out of memory.
+On a GPU, PyTorch's count of allocated tensor memory; on a CPU, the whole process's peak resident memory (Linux's
+``VmHWM``, reset by writing ``5`` to ``/proc/self/clear_refs``): what decides whether a laptop runs out of memory.
 """
 from __future__ import annotations
 

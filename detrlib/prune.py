@@ -1,11 +1,9 @@
 """Pruning a trained DETR: keep the first K decoder layers and N of the object queries.
 
-Two facts make this work without retraining from scratch. The auxiliary losses train the shared
-class and box heads on *every* decoder layer's output, so the output of layer K is already a
-trained prediction; and the queries are a set, so any N of them (the first N, or the N that
-:func:`query_usage` finds most often matched to an object on a validation set) still form a valid
-model. A short fine-tune (:func:`finetune_config` with :func:`detrlib.engine.train`) then lets the
-smaller model adjust. The weights move by the rules of
+No retraining from scratch is needed: the auxiliary losses train the shared class and box heads on *every* decoder
+layer's output, so layer K's output is already a trained prediction, and the queries are a set, so any N of them
+(the first, or those :func:`query_usage` finds most often matched on a validation set) still form a valid model. A
+short fine-tune (:func:`finetune_config`) lets it adjust. The weights move by the rules of
 :func:`~detrlib.checkpoint.load_official_checkpoint`, with the same report of every tensor.
 """
 from __future__ import annotations
@@ -25,10 +23,9 @@ SEED = (4, 50)  # the seed's pruned decoder: 4 layers, 50 queries
 
 
 def pruning_grid(cfg: Config) -> tuple[list[int], list[int]]:
-    """Decoder layers and query counts to compare, largest first: the grid 6/4/2 x 100/50/25 scaled
-    so that the seed's 4 layers and 50 queries become the profile's own model. The full profile's
-    model is the seed's, so it gets the grid itself (its largest point, 6/100, is the COCO
-    checkpoint's shape); the quick profile's smaller model gets a grid that a CPU can train."""
+    """Decoder layers and query counts to compare, largest first: the grid 6/4/2 x 100/50/25 scaled so that the
+    seed's 4/50 become the profile's own model. The full profile's model is the seed's, so it gets the grid itself
+    (6/100 is the COCO checkpoint's shape); the quick profile's smaller model gets a grid that a CPU can train."""
     m = cfg.model
     layers = sorted({max(1, round(n * m.dec_layers / SEED[0])) for n in GRID_LAYERS}, reverse=True)
     queries = sorted({max(1, round(n * m.num_queries / SEED[1])) for n in GRID_QUERIES}, reverse=True)
@@ -53,11 +50,8 @@ class Pruned:
 @torch.no_grad()
 def query_usage(model: nn.Module, loader, device: torch.device | None = None, dtype: torch.dtype | None = None,
                 matcher=None) -> torch.Tensor:
-    """How often each object query is matched to a ground-truth object over ``loader`` (a validation
-    set), by the Hungarian matcher of training (default costs): a float tensor ``[num_queries]``.
-
-    A query the matcher rarely picks is one whose predictions rarely become a detection that counts.
-    """
+    """How often each object query is matched to a ground-truth object over ``loader`` (a validation set) by the
+    training's Hungarian matcher (default costs), a float ``[num_queries]``: a rarely picked query rarely detects."""
     from detrlib.engine import to_device
     from detrlib.precision import autocast
     from detrlib.matcher import HungarianMatcher
@@ -76,8 +70,7 @@ def query_usage(model: nn.Module, loader, device: torch.device | None = None, dt
 
 
 def pick_queries(num_queries: int, keep: int, by: str = "first", usage: torch.Tensor | None = None) -> list[int]:
-    """The ``keep`` queries to keep, in their original order: the first ones, or the most used
-    (ties go to the lower index)."""
+    """The ``keep`` queries to keep, in their original order: the first ones, or the most used (ties: lower index)."""
     if not 0 < keep <= num_queries:
         raise ValueError(f"num_queries must be between 1 and the model's {num_queries}, got {keep}")
     if by == "first":
@@ -93,12 +86,12 @@ def pick_queries(num_queries: int, keep: int, by: str = "first", usage: torch.Te
 
 def prune(source, dec_layers: int, num_queries: int, by: str = "first", loader=None,
           config: Config | ModelConfig | None = None, usage: torch.Tensor | None = None) -> Pruned:
-    """A smaller copy of a trained DETR: its first ``dec_layers`` decoder layers and ``num_queries``
-    of its queries, the first ones (``by="first"``) or the most used on ``loader`` (``by="usage"``).
+    """A smaller copy of a trained DETR: its first ``dec_layers`` decoder layers and ``num_queries`` of its queries,
+    the first ones (``by="first"``) or the most used on ``loader`` (``by="usage"``).
 
-    ``source`` is a run folder or checkpoint (its configuration comes with it), or a model together
-    with its ``config`` (a :class:`Config` or :class:`ModelConfig`). ``usage`` skips measuring it again.
-    The source is left untouched; the pruned model is on the CPU, in eval mode.
+    ``source`` is a run folder or checkpoint (its configuration comes with it), or a model together with its
+    ``config`` (a :class:`Config` or :class:`ModelConfig`). ``usage`` skips measuring it again. The source is left
+    untouched; the pruned model is on the CPU, in eval mode.
     """
     from detrlib.model import build_model
 
@@ -122,12 +115,11 @@ def prune(source, dec_layers: int, num_queries: int, by: str = "first", loader=N
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     rest = [q for q in range(model_cfg.num_queries) if q not in kept]
     state["query_embed.weight"] = state["query_embed.weight"][kept + rest]  # kept first: fit keeps the first N
-    changes = {"dec_layers": dec_layers, "num_queries": num_queries}
     if isinstance(config, Config):
-        new_config = config.replace(**{f"model.{k}": v for k, v in changes.items()})
+        new_config = config.replace(**{"model.dec_layers": dec_layers, "model.num_queries": num_queries})
         small_cfg = new_config.model
     else:
-        small_cfg = new_config = replace(config, **changes)
+        small_cfg = new_config = replace(config, dec_layers=dec_layers, num_queries=num_queries)
     small = build_model(small_cfg)
     report = fit_state_dict(small, state, f"{name} ({model_cfg.dec_layers} decoder layers, "
                                           f"{model_cfg.num_queries} queries)")
@@ -135,9 +127,8 @@ def prune(source, dec_layers: int, num_queries: int, by: str = "first", loader=N
 
 
 def save_pruned(pruned: Pruned, path: str | Path, classes=None) -> Path:
-    """Write ``{"model", "config"}`` (and the source's ``classes`` when given): a checkpoint that
-    ``eval``/``predict`` read (needs a full :class:`Config`) and that a fine-tune starts from
-    (``train.init_checkpoint``)."""
+    """Write ``{"model", "config"}`` (and the source's ``classes`` when given): a checkpoint that ``eval``/``predict``
+    read (needs a full :class:`Config`) and that a fine-tune starts from (``train.init_checkpoint``)."""
     if not isinstance(pruned.config, Config):
         raise ValueError("save_pruned needs a model pruned with a full Config (prune a run folder, or pass config=cfg)")
     extra = {"classes": list(classes)} if classes else {}
@@ -146,9 +137,8 @@ def save_pruned(pruned: Pruned, path: str | Path, classes=None) -> Path:
 
 
 def finetune_config(pruned_config: Config, init: str | Path, steps: int, lr_scale: float = 0.1) -> Config:
-    """The settings of a short fine-tune of a pruned model: ``steps`` optimizer steps from the pruned
-    weights ``init`` at constant learning rates, both times ``lr_scale`` (DETR's rate after its
-    step drop, where a trained model ends), no warm-up."""
+    """A short fine-tune of a pruned model: ``steps`` optimizer steps from its weights ``init``, no warm-up, constant
+    learning rates both times ``lr_scale`` (DETR's rate after its step drop, where a trained model ends)."""
     t = pruned_config.train
     return pruned_config.replace(**{
         "train.init_checkpoint": str(init), "train.max_steps": steps, "train.warmup_steps": 0,
@@ -158,9 +148,9 @@ def finetune_config(pruned_config: Config, init: str | Path, steps: int, lr_scal
 
 
 def coco_model(cfg: Config) -> tuple[nn.Module, Config, LoadReport]:
-    """The official COCO checkpoint (``cfg.train.init_checkpoint``) whole, 6 decoder layers and 100
-    queries, as a detector of VOC's classes without any training: its class head keeps the rows of
-    the 20 VOC classes (:data:`~detrlib.data.voc.VOC_IN_COCO`). What chapter 6 prunes on a GPU."""
+    """The official COCO checkpoint (``cfg.train.init_checkpoint``) whole, 6 decoder layers and 100 queries, as a
+    detector of VOC's classes without any training: its class head keeps the rows of the 20 VOC classes
+    (:data:`~detrlib.data.voc.VOC_IN_COCO`). What chapter 6 prunes on a GPU."""
     from detrlib.data.voc import VOC_IN_COCO
     from detrlib.model import build_model
 
@@ -177,9 +167,8 @@ def usage_ordered_path(cfg: Config) -> Path:
 
 
 def write_usage_ordered(cfg: Config, usage: torch.Tensor) -> Path:
-    """The official checkpoint of ``cfg.train.init_checkpoint`` with its queries reordered, most
-    used first, in the official format: a run that starts from it and keeps N queries keeps the N
-    most used (the official loader keeps the first N)."""
+    """The official checkpoint of ``cfg.train.init_checkpoint`` with its queries reordered, most used first, in the
+    official format: a run that starts from it with N queries keeps the N most used (loading keeps the first N)."""
     state, _ = read_state_dict(cfg.train.init_checkpoint)
     order = sorted(range(len(usage)), key=lambda q: (-float(usage[q]), q))
     state = {**state, "query_embed.weight": state["query_embed.weight"][order]}

@@ -61,8 +61,7 @@ def _remote_index() -> tuple[dict, str]:
 def find(pattern: str) -> tuple[list[Path], str]:
     """The result files whose names match ``pattern`` (``"gpu-*.json"``), from the checkout or
     fetched from the repository, and ``""`` or one line on why none could be fetched."""
-    from detrlib.data.download import repository_file
-    from detrlib.data.download import DownloadError
+    from detrlib.data.download import DownloadError, repository_file
 
     local = checkout_dir()
     if local is not None:

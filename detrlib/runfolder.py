@@ -1,15 +1,13 @@
-"""A run folder: its files, the rule that a new run never writes over them, and the lock that keeps
-two processes from training into one folder at once.
+"""A run folder: its files, the rule that a new run never writes over them, and the lock that keeps two processes
+from training into one folder at once.
 
-A run writes ``config.json``, ``metrics.jsonl`` (one JSON object per evaluation), ``steps.csv`` (loss,
-learning rate and seconds of every optimizer step) and ``checkpoints/*.pt``. A new run starts only
-in a folder that holds none of them; ``resume`` continues from the newest readable checkpoint, and
-refuses (rather than start over on top of the old files) when there is none. The one exception: a
-run stopped before its first checkpoint leaves only its ``config.json`` and an empty
-``metrics.jsonl``, which a resumed run may write again, having nothing to lose.
-
-A run is known by what its files say, not by their names: its ``config.json`` carries detrlib's
-marker, and a ``config.json`` or ``train.lock`` that detrlib did not write is never written over.
+A run writes ``config.json``, ``metrics.jsonl`` (one JSON object per evaluation), ``steps.csv`` (loss, learning rate
+and seconds of every optimizer step) and ``checkpoints/*.pt``. A new run starts only in a folder that holds none of
+them; ``resume`` continues from the newest readable checkpoint, and refuses (rather than start over on top of the
+old files) when there is none, except after a run stopped before its first checkpoint: its ``config.json`` and
+empty ``metrics.jsonl`` have nothing to lose. A run is known by what its files say, not by their names: its
+``config.json`` carries detrlib's marker, and a ``config.json`` or ``train.lock`` that detrlib did not write is
+never written over.
 """
 from __future__ import annotations
 
@@ -43,8 +41,7 @@ def run_dir(cfg: Config, name: str = "") -> Path:
 
 
 def to_json(obj) -> str:
-    """Strict JSON (what ``jq`` and other languages read): NaN, e.g. the AP of a class with no
-    objects, becomes null."""
+    """Strict JSON (what ``jq`` and other languages read): NaN (the AP of a class with no objects) becomes null."""
     def clean(v):
         if isinstance(v, (dict, list, tuple)):
             return {k: clean(x) for k, x in v.items()} if isinstance(v, dict) else [clean(x) for x in v]
@@ -65,8 +62,8 @@ def read_config(out: str | Path) -> Config:
 
 
 def is_run_config(path: str | Path) -> bool:
-    """Whether ``path`` is the ``config.json`` of a detrlib run: it carries detrlib's marker or,
-    written before there was one, holds a whole valid config and nothing else."""
+    """Whether ``path`` is a detrlib run's ``config.json``: it carries detrlib's marker or, written before there was
+    one, holds a whole valid config and nothing else."""
     try:
         settings = json.loads(Path(path).read_text())
     except (OSError, ValueError):
@@ -123,8 +120,8 @@ def _started_only(out: Path, files: list[str]) -> bool:
 
 
 def check_new_run(out: str | Path, resume: bool) -> None:
-    """Refuse a run in ``out`` that would write over another run's files: any run file without
-    ``resume``; with it, results but no checkpoint to continue from."""
+    """Refuse a run in ``out`` that would write over another run's files: any run file without ``resume``; with it,
+    results but no checkpoint to continue from."""
     out = Path(out)
     if (out / "config.json").exists() and not is_run_config(out / "config.json"):
         raise RunFolderError(f"{out / 'config.json'} is not a detrlib run's config (it lacks detrlib's marker) and a "
@@ -150,9 +147,8 @@ def check_resumable(out: str | Path) -> None:
                              "above): nothing was changed; move them away to start over, or choose another --out")
 
 
-# what a resumed run may set otherwise than it began: its budget, its learning rates (given to the
-# restored optimizer and schedule), where its data lies, and bookkeeping; nothing that changes a
-# tensor's shape, the batches or what is learned
+# what a resumed run may change: its budget, its learning rates (given to the restored optimizer and schedule),
+# where its data lies, and bookkeeping; nothing that changes a tensor's shape, the batches or what is learned
 RESUME_MAY_CHANGE = PLACEMENT | {
     "profile", "data.root", "train.epochs", "train.max_steps",
     "train.lr", "train.lr_backbone", "train.weight_decay", "train.lr_schedule", "train.lr_drop", "train.warmup_steps",
@@ -168,9 +164,8 @@ def _flat(cfg: Config) -> dict:
 
 
 def check_resume(out: str | Path, saved: dict, cfg: Config) -> None:
-    """Refuse to continue the run in ``out``, whose newest checkpoint is ``saved``, with ``cfg``
-    when ``cfg`` changes a setting outside :data:`RESUME_MAY_CHANGE` (the model's shape, the data,
-    the batch, the loss, ...), naming the settings."""
+    """Refuse to continue the run in ``out``, whose newest checkpoint is ``saved``, with a ``cfg`` that changes a
+    setting outside :data:`RESUME_MAY_CHANGE` (the model's shape, the data, the batch, the loss, ...), naming them."""
     try:
         began = Config.from_dict(saved.get("config"))
     except ConfigError as err:
@@ -187,9 +182,8 @@ def check_resume(out: str | Path, saved: dict, cfg: Config) -> None:
 
 @contextmanager
 def locked(out: str | Path):
-    """Hold the run folder ``out`` (created if needed) for this process: another process that asks
-    for it meanwhile gets a :class:`RunFolderError`. The lock is ``flock`` on ``out/train.lock``,
-    which the operating system releases when the process ends, however it ends."""
+    """Hold the run folder ``out`` (created if needed): another process asking for it meanwhile gets a
+    :class:`RunFolderError`. The lock is ``flock`` on ``out/train.lock``; the OS frees it however the process ends."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     if fcntl is None:
@@ -225,8 +219,8 @@ def locked(out: str | Path):
 
 @contextmanager
 def claimed(out: Path, resume: bool, hold: bool = True):
-    """Train into ``out`` holding it (:func:`locked`, then :func:`check_new_run`); with ``hold``
-    False (the other processes of a DDP run: process 0 writes the folder) just train."""
+    """Train into ``out`` holding it (:func:`locked`, then :func:`check_new_run`); with ``hold`` False (the other
+    processes of a DDP run: process 0 writes the folder) just train."""
     if not hold:
         yield
         return

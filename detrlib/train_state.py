@@ -17,11 +17,9 @@ def rng_state() -> dict:
     """Every random number generator a training step touches, as plain tensors and lists."""
     version, mt, gauss = random.getstate()
     kind, keys, pos, has_gauss, cached = np.random.get_state()
-    state = {
-        "python": [version, list(mt), gauss],
-        "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, cached],
-        "torch": torch.get_rng_state(),
-    }
+    state = {"python": [version, list(mt), gauss],
+             "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, cached],
+             "torch": torch.get_rng_state()}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
@@ -39,8 +37,8 @@ def set_rng_state(state: dict) -> None:
 
 @dataclass
 class EpochTotals:
-    """The running sums of the epoch so far: each logged loss term's ``sums`` over its ``steps``
-    optimizer steps, and the batches ``skipped`` for a non-finite loss."""
+    """The epoch's running sums: each logged loss term's ``sums`` over ``steps`` optimizer steps, and the batches
+    ``skipped`` for a non-finite loss."""
 
     sums: dict[str, float] = field(default_factory=dict)
     steps: int = 0
@@ -55,14 +53,12 @@ class EpochTotals:
 class TrainState:
     """A run's model, optimizer, learning-rate schedule and fp16 gradient scaler, and where it is.
 
-    ``epoch`` epochs done, ``batch`` batches of the current one, ``step`` optimizer steps;
-    ``history`` holds one dict per evaluation, ``steps`` a ``[step, loss, lr, seconds]`` row per
-    optimizer step, ``totals`` the running sums of the epoch so far (so that an epoch resumed midway
-    still averages all its steps), ``matched`` the last matching of the instability probe.
-    ``train_time`` counts the seconds spent in training epochs, :meth:`elapsed` the wall clock over
-    every session. ``net`` is what training calls: the model itself, or its DDP wrapper.
-    ``out_of_time`` says that the run has reached its time cap, as every process agrees
-    (:meth:`over_time` is this process's own clock).
+    ``epoch`` epochs done, ``batch`` batches of the current one, ``step`` optimizer steps; ``history`` holds one dict
+    per evaluation, ``steps`` a ``[step, loss, lr, seconds]`` row per optimizer step, ``totals`` the epoch's running
+    sums (so that an epoch resumed midway still averages all its steps), ``matched`` the instability probe's last
+    matching. ``train_time`` counts the seconds spent in training epochs, :meth:`elapsed` the wall clock over every
+    session. ``net`` is what training calls: the model itself, or its DDP wrapper. ``out_of_time`` says that the run
+    has reached its time cap, as every process agrees (:meth:`over_time` is this process's own clock).
     """
 
     model: nn.Module
@@ -99,8 +95,8 @@ class TrainState:
         return bool(cfg.max_minutes) and self.elapsed() >= cfg.max_minutes * 60
 
     def stop_reason(self, cfg: TrainConfig) -> str:
-        """What ends the run now (``max_steps``, ``max_minutes`` or ``epochs``), or ``""``: the same on
-        every process of a distributed run, since the clock enters only through ``out_of_time``."""
+        """What ends the run now (``max_steps``, ``max_minutes`` or ``epochs``), or ``""``: the same on every process
+        of a distributed run, since the clock enters only through ``out_of_time``."""
         if cfg.max_steps and self.step >= cfg.max_steps:
             return "max_steps"
         if self.out_of_time:
@@ -117,8 +113,7 @@ class TrainState:
                 "steps": torch.tensor(self.steps, dtype=torch.float64).reshape(-1, len(STEP_COLUMNS))}
 
     def load_state_dict(self, state: dict) -> None:
-        """Continue from ``state`` (:meth:`state_dict`'s, as a checkpoint stores it), random
-        number generators included."""
+        """Continue from ``state`` (:meth:`state_dict`'s, as a checkpoint stores it), random generators included."""
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])

@@ -1,6 +1,6 @@
-"""Pictures the chapters reuse, one section per chapter. Every function draws with matplotlib and
-returns its figure or axes; a figure is at most :data:`PAGE_WIDTH` inches wide, so it fits a notebook
-column (Jupyter, Colab) without being shrunk to unreadable text."""
+"""Pictures the chapters reuse, one section per chapter. Every function draws with matplotlib and returns its figure
+or axes; a figure is at most :data:`PAGE_WIDTH` inches wide, so it fits a notebook column (Jupyter, Colab) without
+being shrunk to unreadable text."""
 from __future__ import annotations
 
 import matplotlib.pyplot as plt
@@ -13,8 +13,8 @@ PAGE_WIDTH = 8.0  # inches: a notebook column at matplotlib's inline resolution
 
 
 def row_size(panels: int, panel: float, aspect: float = 1.0) -> tuple[float, float]:
-    """The size of a figure of ``panels`` side by side, each ``panel`` inches wide (``aspect``: height
-    over width), narrowed to :data:`PAGE_WIDTH`."""
+    """The size of a figure of ``panels`` side by side, each ``panel`` inches wide (``aspect``: height over width),
+    narrowed to :data:`PAGE_WIDTH`."""
     width = min(PAGE_WIDTH, panels * panel)
     return width, width / panels * aspect
 
@@ -32,11 +32,8 @@ def as_picture(image) -> np.ndarray:
 
 
 def draw_boxes(ax, image, boxes, labels, classes, scores=None, dashed=None, linewidth: float = 1.5):
-    """Show ``image`` with ``boxes`` (``[N, 4]`` x1, y1, x2, y2 in pixels) named by ``classes[labels]``.
-
-    ``scores`` adds a confidence to each name; ``dashed`` (bool ``[N]``) draws some boxes dashed,
-    e.g. difficult ones.
-    """
+    """Show ``image`` with ``boxes`` (``[N, 4]`` x1, y1, x2, y2 in pixels) named by ``classes[labels]``; ``scores``
+    adds a confidence to each name, ``dashed`` (bool ``[N]``) draws some boxes dashed, e.g. difficult ones."""
     ax.imshow(as_picture(image))
     colours = class_colours(len(classes))
     boxes = torch.as_tensor(boxes, dtype=torch.float32).reshape(-1, 4)
@@ -107,9 +104,8 @@ def plot_box_sizes(ax, areas, title: str = "box sizes"):
     ax.set_ylabel("objects")
     ax.set_title(title, fontsize=10)
 
-# ---------------------------------------------------------------------------------------------
-# Matching (chapter 3): cost matrices and assignments
-# ---------------------------------------------------------------------------------------------
+
+# ---------------------------------------------------------------- matching (chapter 3): cost matrices, assignments
 
 MATCH_COLORS = plt.get_cmap("tab10").colors
 TERM_TITLES = {"class": "class cost  -p(class)", "bbox": "L1 distance of the boxes", "giou": "-GIoU"}
@@ -127,10 +123,10 @@ def _pairs_dict(pairs) -> dict[int, int]:
 def plot_cost_terms(terms: dict, weights: dict, pairs=None, tgt_names: list[str] | None = None, fig=None):
     """Heatmaps of the weighted cost terms and their sum, objects as rows and predictions as columns.
 
-    ``terms`` holds ``{"class", "bbox", "giou"}`` [Q, T] as from ``HungarianMatcher.cost_terms``,
-    ``weights`` the matching weights under the same names. The three terms share one colour scale,
-    so the one that varies most is the one that decides; matched cells of ``pairs`` are outlined,
-    and with at most 16 predictions every cell shows its value.
+    ``terms`` holds ``{"class", "bbox", "giou"}`` [Q, T] as from ``HungarianMatcher.cost_terms``, ``weights`` the
+    matching weights under the same names. The three terms share one colour scale, so the one that varies most is the
+    one that decides; matched cells of ``pairs`` are outlined, and with at most 16 predictions every cell shows its
+    value.
     """
     weighted = {k: weights[k] * _numpy(terms[k]).T for k in ("class", "bbox", "giou")}
     panels = [(f"{weights[k]:g} x {TERM_TITLES[k]}", v) for k, v in weighted.items()]
@@ -160,11 +156,9 @@ def plot_cost_terms(terms: dict, weights: dict, pairs=None, tgt_names: list[str]
 
 def draw_assignment(ax, pred_boxes, tgt_boxes, pairs, image=None, pred_names: list[str] | None = None,
                     tgt_names: list[str] | None = None, title: str = ""):
-    """Objects (solid), predictions (dashed) and a line from each matched prediction to its object,
-    one colour per object; unmatched predictions are grey: they are trained to say "no object"."""
-    if image is None:
-        image = np.full((2, 2, 3), 0.96)
-    ax.imshow(image, extent=(0, 1, 1, 0))
+    """Objects (solid), predictions (dashed) and a line from each matched prediction to its object, one colour per
+    object; unmatched predictions are grey: they are trained to say "no object"."""
+    ax.imshow(np.full((2, 2, 3), 0.96) if image is None else image, extent=(0, 1, 1, 0))
     matched = _pairs_dict(pairs)
     tgt, pred = _numpy(tgt_boxes), _numpy(pred_boxes)
     for t, (cx, cy, w, h) in enumerate(tgt):
@@ -182,10 +176,7 @@ def draw_assignment(ax, pred_boxes, tgt_boxes, pairs, image=None, pred_names: li
         if t is not None:
             ax.plot([cx, tgt[t][0]], [cy, tgt[t][1]], color=color, lw=1.5)
             ax.plot([cx], [cy], "o", color=color, ms=3)
-    ax.set_xlim(0, 1)
-    ax.set_ylim(1, 0)
-    ax.set_xticks([])
-    ax.set_yticks([])
+    ax.set(xlim=(0, 1), ylim=(1, 0), xticks=[], yticks=[])
     ax.set_title(title, fontsize=10)
     return ax
 
@@ -199,8 +190,8 @@ def plot_layer_assignments(layers: list[tuple], tgt_boxes, image=None, tgt_names
                         title=titles[i] if titles else f"decoder layer {i + 1}")
     fig.tight_layout()
 
-# ---------------------------------------------------------------- model pictures (chapter 2):
-# predictions, position encodings, encoder and decoder attention
+
+# ---------------------------------------------------------------- model pictures (chapter 2): predictions, attention
 
 def _picture(image) -> np.ndarray:
     """A DETR input (ImageNet-normalized ``[3, H, W]``) as an ``[H, W, 3]`` picture in [0, 1]."""
@@ -209,14 +200,10 @@ def _picture(image) -> np.ndarray:
     return as_picture(denormalize(image.detach().float().cpu()))
 
 
-def _axes(ax):
-    return ax if ax is not None else plt.subplots(figsize=(5, 5))[1]
-
-
 def plot_predictions(image, result: dict, class_names=None, ax=None, title: str = ""):
-    """Boxes of one image's :class:`~detrlib.model.PostProcess` result (absolute ``x1, y1, x2, y2``
-    in the pixels of ``image``) with class and score."""
-    ax = _axes(ax)
+    """Boxes of one image's :class:`~detrlib.model.PostProcess` result (absolute ``x1, y1, x2, y2`` in the pixels of
+    ``image``) with class and score."""
+    ax = ax if ax is not None else plt.subplots(figsize=(5, 5))[1]
     labels = result["labels"]
     if class_names is None:
         class_names = [str(i) for i in range(int(labels.max()) + 1 if len(labels) else 1)]
@@ -226,8 +213,8 @@ def plot_predictions(image, result: dict, class_names=None, ax=None, title: str 
 
 
 def plot_position_encoding(pos, channels=(0, 1, 20, 64, 65, 84), title: str = ""):
-    """Channels of one position encoding ``[d, h, w]``, one panel each (first half: rows for the
-    sine encoding, second half: columns)."""
+    """Channels of one position encoding ``[d, h, w]``, one panel each (first half: rows for the sine encoding,
+    second half: columns)."""
     pos = pos.detach().float().cpu()
     channels = [c for c in channels if c < pos.shape[0]]
     fig, axes = plt.subplots(1, len(channels), figsize=row_size(len(channels), 2.2, 1.15), squeeze=False)
@@ -250,8 +237,8 @@ def _heatmap(ax, image, weights, feature_shape):
 
 
 def plot_encoder_attention(image, weights, feature_shape, pixels, stride: int):
-    """Where chosen pixels look: encoder self-attention ``weights [hw, hw]`` (heads averaged) of
-    the feature cell under each ``(y, x)`` image pixel; ``stride`` is the backbone's."""
+    """Where chosen pixels look: encoder self-attention ``weights [hw, hw]`` (heads averaged) of the feature cell under
+    each ``(y, x)`` image pixel; ``stride`` is the backbone's."""
     h, w = feature_shape
     fig, axes = plt.subplots(1, len(pixels) + 1, figsize=row_size(len(pixels) + 1, 3.2, 1.1))
     axes[0].imshow(_picture(image))
@@ -267,8 +254,8 @@ def plot_encoder_attention(image, weights, feature_shape, pixels, stride: int):
 
 
 def plot_decoder_attention(image, weights, feature_shape, queries, boxes=None, labels=None):
-    """What each chosen object query reads: decoder cross-attention ``weights [Q, hw]`` (heads
-    averaged) over the image, with the query's predicted box (absolute ``x1, y1, x2, y2``) if given."""
+    """What each chosen object query reads: decoder cross-attention ``weights [Q, hw]`` (heads averaged) over the
+    image, with the query's predicted box (absolute ``x1, y1, x2, y2``) if given."""
     fig, axes = plt.subplots(1, len(queries), figsize=row_size(max(len(queries), 2), 3.2, 1.15), squeeze=False)
     for ax, q in zip(axes[0], queries):
         _heatmap(ax, image, weights[q], feature_shape)
@@ -279,9 +266,7 @@ def plot_decoder_attention(image, weights, feature_shape, queries, boxes=None, l
     return fig
 
 
-# ---------------------------------------------------------------------------------------------
-# Training (chapter 4): curves from a run's metrics.jsonl
-# ---------------------------------------------------------------------------------------------
+# ---------------------------------------------------------------- training (chapter 4): a run's metrics.jsonl
 
 METRIC_NAMES = {"train_loss": "weighted loss", "train_loss_ce": "classification loss",
                 "train_loss_bbox": "L1 box loss", "train_loss_giou": "GIoU loss",
@@ -291,8 +276,8 @@ METRIC_NAMES = {"train_loss": "weighted loss", "train_loss_ce": "classification 
 
 
 def plot_metrics(runs: dict[str, list[dict]], keys: list[str], x: str = "step", ncols: int = 3, title: str = ""):
-    """One panel per metric in ``keys`` (e.g. ``train_loss_ce``, ``AP50``), one line per run in
-    ``runs`` (``{label: history}``, a history being :func:`detrlib.runfolder.read_metrics`'s list)."""
+    """One panel per metric in ``keys`` (e.g. ``train_loss_ce``, ``AP50``), one line per run in ``runs``
+    (``{label: history}``, a history being :func:`detrlib.runfolder.read_metrics`'s list)."""
     nrows = -(-len(keys) // ncols)
     width, height = row_size(ncols, 4.2, 0.75)
     fig, axes = plt.subplots(nrows, ncols, figsize=(width, height * nrows), squeeze=False)
@@ -319,8 +304,8 @@ def plot_metrics(runs: dict[str, list[dict]], keys: list[str], x: str = "step", 
 # ---------------------------------------------------------------- denoising (chapter 5)
 
 def plot_denoising(ax, image, target, dn, b: int, classes, title: str = ""):
-    """Image ``b`` of a batch (normalized, padded) with its objects in white and the noised boxes of
-    each denoising group dashed in the group's colour; a flipped label reads "true -> noised"."""
+    """Image ``b`` of a batch (normalized, padded) with its objects in white and the noised boxes of each denoising
+    group dashed in the group's colour; a flipped label reads "true -> noised"."""
     h, w = (int(v) for v in target["size"])
     ax.imshow(_picture(image[:, :h, :w]))
     scale = torch.tensor([w, h, w, h])
@@ -340,8 +325,7 @@ def plot_denoising(ax, image, target, dn, b: int, classes, title: str = ""):
 
 
 def plot_attention_mask(ax, mask, dn, num_queries: int, title: str = ""):
-    """A decoder self-attention mask (True: may not attend), its denoising groups and the matching
-    queries marked off."""
+    """A decoder self-attention mask (True: may not attend), its denoising groups and matching queries marked off."""
     ax.imshow(mask.int().cpu().numpy(), cmap="Greys", vmin=0, vmax=1.6, interpolation="nearest")
     for k in range(1, dn.groups + 1):
         ax.axhline(k * dn.pad - 0.5, color="tab:red", lw=0.8)

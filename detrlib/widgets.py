@@ -1,12 +1,10 @@
-"""Interactive explorers that still read well as static pages, captioned figures, and sentences
-that quote what a run measured.
+"""Interactive explorers that still read well as static pages, captioned figures, and sentences that quote what a run
+measured.
 
-In a live notebook (Jupyter, Colab) :func:`explore` shows ipywidgets controls over a drawing, below
-the drawing of its first setting as a plain figure, which stays readable where no kernel runs the
-controls. When a notebook is executed to build the book, nobody can move a slider, so with
-``DETRLIB_STATIC_WIDGETS=1`` (set by ``make book``) it draws the same view for a few chosen
-settings instead, one figure each. :func:`say` shows a sentence as Markdown, and :func:`show` a
-figure with its caption: plain Markdown outputs, which Jupyter, Colab and the built site all render.
+In a live notebook (Jupyter, Colab) :func:`explore` shows ipywidgets controls over a drawing. When a notebook is
+executed to build the book, nobody can move a slider, so with ``DETRLIB_STATIC_WIDGETS=1`` (set by ``make book``) it
+draws the same view for a few chosen settings instead, one figure each. :func:`say` shows a sentence as Markdown, and
+:func:`show` a figure with its caption: plain Markdown outputs, which Jupyter, Colab and the built site all render.
 """
 from __future__ import annotations
 
@@ -20,25 +18,19 @@ def static_mode() -> bool:
     return os.environ.get("DETRLIB_STATIC_WIDGETS", "") not in ("", "0")
 
 
-def _caption(values: dict) -> str:
-    return ", ".join(f"{k} = {v}" for k, v in values.items())
-
-
 def explore(draw: Callable[..., object], static: list[dict], caption: str, **controls):
-    """Show ``draw(**values)`` under ipywidgets ``controls``, or statically for each dict in ``static``,
-    with ``caption`` (what the figures show) below.
+    """Show ``draw(**values)`` (one matplotlib figure) under ipywidgets ``controls`` (or the abbreviations
+    ``ipywidgets.interactive`` accepts), or statically for each dict in ``static``, with ``caption`` below.
 
-    ``draw`` makes one matplotlib figure for one setting of the controls. ``controls`` are
-    ipywidgets (or the abbreviations ``ipywidgets.interactive`` accepts). In a live notebook the
-    first static setting is drawn as a plain figure first, so that a saved notebook shows it where
-    no kernel draws the widget's. Returns the widget, or ``None`` in static mode.
+    In a live notebook the first static setting is drawn as a plain figure first, so that a saved notebook shows it
+    where no kernel draws the widget's. Returns the widget, or ``None`` in static mode.
     """
     if not static:
         raise ValueError("explore() needs at least one static setting for the built book")
     settings = static if static_mode() else static[:1]
     for values in settings:
         draw(**values)
-        plt.gcf().suptitle(_caption(values), fontsize=9)
+        plt.gcf().suptitle(", ".join(f"{k} = {v}" for k, v in values.items()), fontsize=9)
         plt.show()
     if static_mode():
         say(f"**Figure.** {caption}")
@@ -58,9 +50,9 @@ def explore(draw: Callable[..., object], static: list[dict], caption: str, **con
 
 
 def say(text: str) -> None:
-    """Show ``text``, a sentence of the page that quotes numbers this run measured, as Markdown:
-    Jupyter, Colab and the built site render it like the prose around it (the site hides the code
-    of a cell tagged ``remove-input``). Outside a notebook it is printed."""
+    """Show ``text``, a sentence of the page that quotes numbers this run measured, as Markdown: Jupyter, Colab and
+    the built site render it like the prose around it (the site hides the code of a cell tagged ``remove-input``).
+    Outside a notebook it is printed."""
     try:
         from IPython import get_ipython
         from IPython.display import Markdown, display
@@ -73,8 +65,6 @@ def say(text: str) -> None:
 
 
 def show(caption: str) -> None:
-    """Show the figure just drawn, then ``caption``, one or two sentences saying what it shows,
-    under it."""
+    """Show the figure just drawn, then ``caption``, one or two sentences saying what it shows, under it."""
     plt.show()
     say(f"**Figure.** {caption}")
-

@@ -1,8 +1,7 @@
 """Benchmarks that print a table: ``python -m detrlib bench <name> [options]``.
 
-Each module in this package registers one benchmark with :func:`benchmark`. A benchmark measures,
-prints a table, and returns its rows so scripts and tests can read the numbers. Every benchmark
-takes ``--busy N``: it then runs next to N processes spinning on the CPU (:func:`busy_neighbours`),
+Each module here registers one with :func:`benchmark`; it measures, prints a table and returns its rows for scripts
+and tests. Every benchmark takes ``--busy N`` to run next to N processes spinning on the CPU (:func:`busy_neighbours`),
 as on a laptop, on Colab's two vCPUs with DataLoader workers, or on a shared CI machine.
 """
 from __future__ import annotations
@@ -36,12 +35,12 @@ BENCHMARKS: dict[str, Benchmark] = {}
 
 def benchmark(name: str, help: str, add_arguments: Callable[[argparse.ArgumentParser], None] | None = None,
               measures_busy: bool = False):
-    """Register ``fn(args) -> rows`` as ``python -m detrlib bench <name>``; ``add_arguments``
-    adds its options to the command's parser. A ``--threads N`` option (0: keep torch's setting)
-    sets torch's CPU threads for the run only, so a notebook kernel keeps its own. ``--busy N``
-    (added to every benchmark) runs ``fn`` next to N spinning processes; a benchmark registered
-    with ``measures_busy=True`` reads ``args.busy`` itself instead, to time quiet and busy side by
-    side (:func:`take_turns_quiet_and_busy`)."""
+    """Register ``fn(args) -> rows`` as ``python -m detrlib bench <name>``, ``add_arguments`` adding its options.
+
+    A ``--threads N`` option (0: keep torch's setting) sets torch's CPU threads for the run only, so a notebook kernel
+    keeps its own. ``--busy N`` (added to every benchmark) runs ``fn`` next to N spinning processes; with
+    ``measures_busy=True`` the benchmark reads ``args.busy`` itself, to time quiet and busy side by side
+    (:func:`take_turns_quiet_and_busy`)."""
 
     def arguments(parser: argparse.ArgumentParser) -> None:
         if add_arguments:
@@ -69,9 +68,9 @@ def benchmark(name: str, help: str, add_arguments: Callable[[argparse.ArgumentPa
     return register
 
 
-# A busy neighbour: a tight loop that also ends by itself when its parent has gone (its parent id
-# changes), so a benchmark killed without cleaning up leaves nothing spinning. Ctrl-C reaches the
-# whole process group: the neighbours ignore it and the benchmark stops them.
+# A busy neighbour: a tight loop that also ends by itself when its parent has gone (its parent id changes), so a
+# benchmark killed without cleaning up leaves nothing spinning. Ctrl-C reaches the whole process group: the
+# neighbours ignore it and the benchmark stops them.
 _SPIN = """import os, signal
 signal.signal(signal.SIGINT, signal.SIG_IGN)
 parent = os.getppid()
@@ -84,8 +83,8 @@ while os.getppid() == parent:
 
 @contextmanager
 def busy_neighbours(n: int):
-    """``n`` processes spinning on the CPU while the block runs, stopped when it ends, whether it
-    ends normally, by an error or by Ctrl-C. Yields their process ids."""
+    """``n`` processes spinning on the CPU while the block runs, stopped however it ends (normally, by an error or
+    by Ctrl-C). Yields their process ids."""
     procs = []
     try:
         for _ in range(n):
@@ -126,9 +125,8 @@ def format_table(rows: list[dict], title: str = "") -> str:
 
 
 def seconds(fn, device=None) -> float:
-    """Wall time of one ``fn()``. On a CUDA ``device`` kernels run asynchronously, so the call is
-    timed between two CUDA events and waited for: a clock read right after it would time the
-    kernel launches, not the work."""
+    """Wall time of one ``fn()``. On a CUDA ``device`` it is timed between two CUDA events and waited for: kernels
+    run asynchronously, so a clock read right after the call would time the kernel launches, not the work."""
     import torch
 
     if device is not None and torch.device(device).type == "cuda":
@@ -144,16 +142,15 @@ def seconds(fn, device=None) -> float:
 
 
 def take_turns(jobs: dict, repeats: int, warmup: int = 1, device=None, every: bool = False) -> dict:
-    """Median seconds of each job in ``{name: callable}``: ``warmup`` untimed calls each (memory,
-    kernel choice, compilation), then the jobs take turns, so a busy moment on a shared machine
-    hurts them alike. ``every=True`` returns each job's seconds of every turn instead."""
+    """Median seconds of each job in ``{name: callable}``: ``warmup`` untimed calls each (memory, kernel choice,
+    compilation), then the jobs take turns, so a busy moment on a shared machine hurts them alike. ``every=True``
+    returns each job's seconds of every turn instead."""
     return take_turns_quiet_and_busy(jobs, repeats, 0, warmup, device, every)[0]
 
 
 def speedup(turns: dict, base: str, other: str) -> dict:
-    """How many times as fast ``other`` ran as ``base``, turn by turn (:func:`take_turns` with
-    ``every=True``): the median ratio, its quartiles, and a verdict that says "faster" or "slower"
-    only when the quartiles agree, i.e. when the gap is wider than the turns' spread."""
+    """How many times as fast ``other`` ran as ``base``, turn by turn (:func:`take_turns` with ``every=True``): the
+    median ratio, its quartiles, and a verdict that says "faster" or "slower" only when the quartiles agree."""
     ratios = [b / o for b, o in zip(turns[base], turns[other])]
     low, median, high = statistics.quantiles(ratios, n=4) if len(ratios) > 1 else ratios * 3
     verdict = "faster than" if low > 1 else "slower than" if high < 1 else "as fast as, within the turns' spread,"
@@ -162,9 +159,9 @@ def speedup(turns: dict, base: str, other: str) -> dict:
 
 def take_turns_quiet_and_busy(jobs: dict, repeats: int, busy: int, warmup: int = 1,
                               device=None, every: bool = False) -> tuple[dict, dict]:
-    """:func:`take_turns`, and with ``busy`` = N > 0 each turn also times every job again next to N
-    spinning processes: ``({name: quiet median}, {name: busy median})`` (the second empty when
-    ``busy`` is 0). Quiet and busy alternate turn by turn, so both see the same machine."""
+    """:func:`take_turns`, and with ``busy`` = N > 0 each turn also times every job again next to N spinning
+    processes, so quiet and busy see the same machine: ``({name: quiet median}, {name: busy median})``, the second
+    empty when ``busy`` is 0."""
     import torch
 
     for job in jobs.values():
@@ -190,8 +187,8 @@ def _medians(times: dict) -> dict:
 
 
 def random_boxes(shape, generator: torch.Generator) -> torch.Tensor:
-    """Random boxes ``[*shape, 4]`` (``cx, cy, w, h``, normalized) inside the image, each side 5-50%
-    of the image's: the objects of the benchmarks' and tests' random batches."""
+    """Random boxes ``[*shape, 4]`` (normalized ``cx, cy, w, h``) inside the image, each side 5-50% of the image's:
+    the objects of the benchmarks' and tests' random batches."""
     import torch
 
     shape = (shape,) if isinstance(shape, int) else tuple(shape)
@@ -206,17 +203,15 @@ def random_batch(batch: int, size: int, num_classes: int, objects=(5,), seed: in
 
     g = torch.Generator().manual_seed(seed)
     images = torch.randn(batch, 3, size, size, generator=g)
-    targets = []
-    for i in range(batch):
-        n = objects[i % len(objects)]
-        targets.append({"boxes": random_boxes(n, g), "labels": torch.randint(0, num_classes, (n,), generator=g)})
+    counts = [objects[i % len(objects)] for i in range(batch)]
+    targets = [{"boxes": random_boxes(n, g), "labels": torch.randint(0, num_classes, (n,), generator=g)}
+               for n in counts]
     return images, torch.zeros(batch, size, size, dtype=torch.bool), targets
 
 
 def hf_detr(**config):
-    """Hugging Face's DetrForObjectDetection with random weights (91 classes unless ``config``
-    says ``num_labels``), or ``(None, why it is missing)``. The benchmarks compare against it;
-    detrlib itself never imports transformers."""
+    """Hugging Face's DetrForObjectDetection with random weights (91 classes unless ``config`` says ``num_labels``),
+    or ``(None, why it is missing)``. The benchmarks compare against it; detrlib itself never imports transformers."""
     try:
         import timm  # noqa: F401  (DetrConfig's default ResNet-50 backbone comes from timm)
         from transformers import DetrConfig, DetrForObjectDetection

@@ -1,21 +1,17 @@
-"""``python -m detrlib bench conditional [--profile quick] [--seeds 0 1] [--out FILE]``: Conditional
-DETR against DETR, trained and timed on one machine.
+"""``python -m detrlib bench conditional [--profile quick] [--seeds 0 1] [--out FILE]``: Conditional DETR against
+DETR, trained and timed on one machine.
 
 Four configurations of the profile, each trained with the profile's step budget for every seed by
-:func:`~detrlib.engine.train` (a run folder keyed by its configuration: a finished run is reused,
-an interrupted one resumes):
+:func:`~detrlib.engine.train` (a run folder keyed by its configuration: a finished run is reused, an interrupted one
+resumes): ``vanilla`` (DETR without denoising), ``+DN`` (DETR with the profile's denoising groups, chapter 5),
+``Conditional`` (Conditional DETR as published, :data:`~detrlib.model.conditional.CONDITIONAL_DETR`) and
+``Conditional + DN``, whose denoising queries pass through the same decoder, their reference points coming from the
+shared head like every query's.
 
-- ``vanilla``: DETR, without denoising;
-- ``+DN``: DETR with the profile's denoising groups (chapter 5);
-- ``Conditional``: Conditional DETR as published, :data:`~detrlib.model.conditional.CONDITIONAL_DETR`;
-- ``Conditional + DN``: both; the denoising queries pass through the same decoder, their
-  reference points coming from the shared head like every query's.
-
-The file keeps each run's AP@0.5 at every evaluation, and the seconds per training step of the four,
-timed taking turns on one batch of the profile's size in the precision its runs train in
-(:func:`~detrlib.bench.step.detrlib_step`), with the machine, date and command. :func:`table`
-reads from it, per seed, the final AP@0.5 and the first evaluated step at which a configuration
-reaches vanilla's final AP@0.5; :func:`plot_curves` draws the curves.
+The file keeps each run's AP@0.5 at every evaluation, and the seconds per training step of the four, timed taking
+turns on one batch of the profile's size in the precision its runs train in (:func:`~detrlib.bench.step.detrlib_step`),
+with the machine, date and command. :func:`table` reads from it, per seed, the final AP@0.5 and the first evaluated
+step at which a configuration reaches vanilla's final AP@0.5; :func:`plot_curves` draws the curves.
 """
 from __future__ import annotations
 
@@ -76,8 +72,8 @@ def run(args: argparse.Namespace) -> list[dict]:
 
 
 def measure(cfg: Config, seeds: list[int], repeats: int, command: str) -> dict:
-    """Train (or reuse) every configuration for every seed, time a step of each, and return the
-    results as :func:`table` and :func:`plot_curves` read them."""
+    """Train (or reuse) every configuration for every seed, time a step of each, and return the results as
+    :func:`table` and :func:`plot_curves` read them."""
     import torch
 
     from detrlib.bench.step import detrlib_step
@@ -121,51 +117,42 @@ def steps_to_reach(curve: list[list[float]], target: float) -> int | None:
 
 
 def table(results: dict) -> list[dict]:
-    """One row per configuration: the final AP@0.5 of each seed and their mean, the steps each seed
-    took to reach vanilla's final AP@0.5 (that seed's), and the seconds per training step, also
-    as a multiple of vanilla's."""
-    rows = {r["name"]: r for r in results["rows"]}
-    vanilla = rows["vanilla"]
+    """One row per configuration: the final AP@0.5 of each seed and their mean, the steps each seed took to reach
+    vanilla's final AP@0.5 (that seed's), and the seconds per training step, also as a multiple of vanilla's."""
+    vanilla = {r["name"]: r for r in results["rows"]}["vanilla"]
     targets = [curve[-1][1] for curve in vanilla["curves"]]
     out = []
     for r in results["rows"]:
         finals = [curve[-1][1] for curve in r["curves"]]
-        reached = [steps_to_reach(curve, target) for curve, target in zip(r["curves"], targets)]
-        row = {"configuration": r["name"]}
-        row.update({f"AP@0.5 seed {s}": ap for s, ap in zip(results["seeds"], finals)})
-        row["mean AP@0.5"] = statistics.fmean(finals)
-        row["steps to vanilla's final AP@0.5"] = " / ".join("not reached" if n is None else str(n) for n in reached)
-        row["s/step"] = r["s_per_step"]
-        row["x vanilla"] = r["s_per_step"] / vanilla["s_per_step"]
-        out.append(row)
+        steps = [steps_to_reach(curve, target) for curve, target in zip(r["curves"], targets)]
+        reached = " / ".join("not reached" if n is None else str(n) for n in steps)
+        out.append({"configuration": r["name"], **{f"AP@0.5 seed {s}": ap for s, ap in zip(results["seeds"], finals)},
+                    "mean AP@0.5": statistics.fmean(finals), "steps to vanilla's final AP@0.5": reached,
+                    "s/step": r["s_per_step"], "x vanilla": r["s_per_step"] / vanilla["s_per_step"]})
     return out
 
 
 def evaluations_table(results: dict) -> list[dict]:
     """AP@0.5 at each evaluation: one row per configuration and seed, one column per step."""
-    out = []
-    for r in results["rows"]:
-        for seed, curve in zip(results["seeds"], r["curves"]):
-            out.append({"configuration": r["name"], "seed": seed, **{f"step {int(s)}": ap for s, ap in curve}})
-    return out
+    return [{"configuration": r["name"], "seed": seed, **{f"step {int(s)}": ap for s, ap in curve}}
+            for r in results["rows"] for seed, curve in zip(results["seeds"], r["curves"])]
 
 
 def plot_curves(results: dict, ax=None):
-    """Each run's AP@0.5 against the optimizer step (a colour per configuration, a line per seed),
-    with vanilla's final AP@0.5 (mean of the seeds) as a dashed line. Returns the axes."""
+    """Each run's AP@0.5 against the optimizer step (a colour per configuration, a line per seed), with vanilla's
+    final AP@0.5 (mean of the seeds) as a dashed line. Returns the axes."""
     import matplotlib.pyplot as plt
 
     ax = ax or plt.subplots(figsize=(7, 3.6))[1]
-    rows = {r["name"]: r for r in results["rows"]}
+    vanilla = {r["name"]: r for r in results["rows"]}["vanilla"]
     for k, r in enumerate(results["rows"]):
         for s, curve in enumerate(r["curves"]):
             steps, ap = zip(*curve)
             ax.plot(steps, ap, "o-", color=f"C{k}", ms=3, alpha=0.9 if s == 0 else 0.55,
                     label=r["name"] if s == 0 else None)
-    target = statistics.fmean(curve[-1][1] for curve in rows["vanilla"]["curves"])
+    target = statistics.fmean(curve[-1][1] for curve in vanilla["curves"])
     ax.axhline(target, color="C0", ls="--", lw=1, label="vanilla's final AP@0.5 (mean)")
-    ax.set_xlabel("optimizer step")
-    ax.set_ylabel("AP@0.5")
+    ax.set(xlabel="optimizer step", ylabel="AP@0.5")
     ax.set_title(f"{results['profile']} profile, seeds {', '.join(map(str, results['seeds']))}, "
                  f"{results['machine']['cpu']}", fontsize=9)
     ax.legend(fontsize=8)

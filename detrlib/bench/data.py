@@ -1,9 +1,8 @@
 """``python -m detrlib bench data``: how fast the toy VOC is made and read.
 
-Rows: generating the toy VOC in one process (target: 2,000 images in at most 20 s); images per
-second through a DataLoader with the training transforms, for detrlib's ``VOCDataset`` and for
-``torchvision.datasets.VOCDetection`` reading the same tree with the same transforms (target:
-detrlib at least as fast). The two loaders take turns for ``--passes`` passes each and the
+Rows: generating the toy VOC in one process (target: 2,000 images in at most 20 s); images per second through a
+DataLoader with the training transforms for detrlib's ``VOCDataset`` and for ``torchvision.datasets.VOCDetection``
+reading the same tree (target: detrlib at least as fast). The loaders take turns for ``--passes`` passes each and the
 fastest pass counts, which leaves out worker start-up and most of the noise of a shared machine.
 """
 from __future__ import annotations
@@ -41,7 +40,8 @@ class VOCDetectionTarget:
         }
         image, target = self.transforms(image, target)
         h, w = image.shape[-2:]
-        target["boxes"] = box_convert(target["boxes"].as_subclass(torch.Tensor), "xyxy", "cxcywh") / torch.tensor([w, h, w, h])
+        boxes = box_convert(target["boxes"].as_subclass(torch.Tensor), "xyxy", "cxcywh")
+        target["boxes"] = boxes / torch.tensor([w, h, w, h])
         return image.as_subclass(torch.Tensor), target
 
 

@@ -1,17 +1,15 @@
 """``python -m detrlib bench gpu``: fp32 against mixed precision on a CUDA GPU, in under 5 minutes.
 
-For the ``gpu`` profile's model (the reference project's: DETR-R50, 6 encoder / 4 decoder layers, 50
-queries, denoising) and DETR's own (6 / 6 / 100, no denoising), both for VOC's 20 classes, at
-``--size``² inputs: training steps per second (the engine's real step: forward, Hungarian matching
-and losses in fp32, backward, clipping, AdamW) and their peak memory, then inference seconds per
-image at batch 1 and 8 (see ``bench infer``). AMP follows :func:`detrlib.precision.precision`: bf16
-on compute capability 8.0 and later, fp16 with a ``GradScaler`` below (a T4). Steps are timed with
-the settings ``train`` uses (:func:`detrlib.engine.seed_everything`: deterministic algorithms, a
-fixed cuBLAS workspace). Random weights and random boxes: speed and memory do not depend on
-them. ``--out results/gpu-<name>.json`` keeps the table with the machine, GPU, date, command and
-those settings;
-chapters 7 and 8 show every such file, and :mod:`detrlib.budget` takes a T4's step time from it.
-On a machine without CUDA it says so and measures nothing.
+For the ``gpu`` profile's model (the reference project's: DETR-R50, 6 encoder / 4 decoder layers, 50 queries,
+denoising) and DETR's own (6 / 6 / 100, no denoising), both for VOC's 20 classes, at ``--size``² inputs: training
+steps per second (the engine's real step: forward, Hungarian matching and losses in fp32, backward, clipping, AdamW)
+and their peak memory, then inference seconds per image at batch 1 and 8 (see ``bench infer``). AMP follows
+:func:`detrlib.precision.precision`: bf16 on compute capability 8.0 and later, fp16 with a ``GradScaler`` below (a
+T4). Steps are timed with the settings ``train`` uses (:func:`detrlib.engine.seed_everything`: deterministic
+algorithms, a fixed cuBLAS workspace). Random weights and random boxes: speed and memory do not depend on them.
+``--out results/gpu-<name>.json`` keeps the table with the machine, GPU, date, command and those settings; chapters 7
+and 8 show every such file, and :mod:`detrlib.budget` takes a T4's step time from it. On a machine without CUDA it
+says so and measures nothing.
 """
 from __future__ import annotations
 
@@ -24,37 +22,34 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from detrlib import results
+from detrlib import config, results
 from detrlib.bench import benchmark, random_batch
 from detrlib.bench.infer import inference_seconds_per_image
-from detrlib import config
 from detrlib.config import device_name
 from detrlib.environment import machine
 from detrlib.errors import ExistingFileError
-from detrlib.results import refresh_index
 
 if TYPE_CHECKING:
     import torch
 
 
 def configurations(gpu) -> dict:
-    """The ``gpu`` profile's model (4 decoder layers, 50 queries, denoising) and DETR's own (6
-    decoder layers, 100 queries, no denoising), by name."""
+    """The ``gpu`` profile's model (4 decoder layers, 50 queries, denoising) and DETR's own (6, 100, none), by name."""
     m = gpu.model
     return {f"R50 {m.enc_layers}/{m.dec_layers}/{m.num_queries}" + (f" DN{m.dn_groups}" if m.dn_groups else ""): gpu,
             "R50 6/6/100": gpu.replace(**{"model.dec_layers": 6, "model.num_queries": 100, "model.dn_groups": 0})}
 
 
 def read_results(folder: str | Path | None = None) -> list[dict]:
-    """Every ``gpu-*.json`` that ``bench gpu --out`` wrote into ``folder`` (default: the
-    repository's, :func:`detrlib.results.find`), oldest first."""
+    """Every ``gpu-*.json`` that ``bench gpu --out`` wrote into ``folder`` (default: the repository's,
+    :func:`detrlib.results.find`), oldest first."""
     paths = sorted(Path(folder).glob("gpu-*.json")) if folder else results.find("gpu-*.json")[0]
     return sorted((json.loads(path.read_text()) for path in paths), key=lambda r: r["date"])
 
 
 def results_tables(folder: str | Path | None = None) -> str:
-    """Every measured GPU table of ``folder`` (default: the repository's) as text, each labelled
-    with its GPU, date and command; or a sentence saying that there is none yet, and why."""
+    """Every measured GPU table of ``folder`` (default: the repository's) as text, each labelled with its GPU, date
+    and command; or a sentence saying that there is none yet, and why."""
     from detrlib.bench import format_table
 
     measured = read_results(folder)
@@ -70,8 +65,8 @@ def results_tables(folder: str | Path | None = None) -> str:
 
 
 def write_results(rows: list[dict], out: str | Path, command: str, settings: dict | None = None) -> Path:
-    """Write ``rows`` with the machine, GPU, date, command and the training ``settings`` they were
-    measured with as JSON (to a temporary file, then renamed), and update the folder's index."""
+    """Write ``rows`` with the machine, GPU, date, command and the training ``settings`` they were measured with as
+    JSON (to a temporary file, then renamed), and update the folder's index."""
     from detrlib.checkpoint import atomic_write_text
 
     info = machine()
@@ -80,14 +75,13 @@ def write_results(rows: list[dict], out: str | Path, command: str, settings: dic
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out, json.dumps(result, indent=1) + "\n")
-    refresh_index(out)
+    results.refresh_index(out)
     return out
 
 
 def training_speed(cfg, device: torch.device, size: int, batch: int, steps: int = 20, warmup: int = 5) -> dict:
-    """Steps per second (median step after ``warmup`` steps), peak memory and the last loss of the
-    engine's training step for ``cfg`` (a :class:`~detrlib.config.Config`, its ``train.amp``
-    choosing the precision)."""
+    """Steps per second (median step after ``warmup`` steps), peak memory and the last loss of the engine's training
+    step for ``cfg`` (a :class:`~detrlib.config.Config`, its ``train.amp`` choosing the precision), and the model."""
     import torch
 
     from detrlib.criterion import build_criterion
@@ -160,12 +154,11 @@ def measure(args: argparse.Namespace) -> list[dict]:
                                     args.steps, args.warmup)
             base = base or result["steps/s"]
             row = {"config": name, "profile": "gpu" if run_cfg is cfg else "", "precision": label,
-                   "train steps/s": result["steps/s"],
-                   "vs fp32": result["steps/s"] / base, "peak MiB": result["peak MiB"], "loss": result["loss"]}
+                   "train steps/s": result["steps/s"], "vs fp32": result["steps/s"] / base,
+                   "peak MiB": result["peak MiB"], "loss": result["loss"]}
             for b in (1, 8):
                 row[f"infer s/img b{b}"] = inference_seconds_per_image(
-                    result["model"], args.size, b, precision(setting, device).dtype, device, args.repeats,
-                    args.warmup)
+                    result["model"], args.size, b, precision(setting, device).dtype, device, args.repeats, args.warmup)
             rows.append(row)
             del result
             torch.cuda.empty_cache()

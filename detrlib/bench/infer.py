@@ -1,15 +1,14 @@
 """``python -m detrlib bench infer``: inference seconds per image, timed the careful way.
 
-Each row runs a few untimed warm-up calls first (memory allocation, kernel choice, and compilation
-with ``--compile``), then ``--repeats`` timed calls, and reports the median call divided by the batch
-size. On a GPU, kernels run asynchronously: a wall clock read right after the call would time the
-kernel launches, not the work, so each call is timed between two CUDA events and waited for. The
-configurations take turns (:func:`~detrlib.bench.take_turns`), so a busy moment on a shared machine
-hurts them alike. Models have random weights: speed does not depend on them.
+Each row runs a few untimed warm-up calls first (memory allocation, kernel choice, and compilation with
+``--compile``), then ``--repeats`` timed calls, and reports the median call divided by the batch size; on a GPU each
+call is timed between two CUDA events and waited for (:func:`~detrlib.bench.seconds`). The configurations take turns
+(:func:`~detrlib.bench.take_turns`), so a busy moment on a shared machine hurts them alike. Models have random
+weights: speed does not depend on them.
 
-Configurations are ``DECxQUERIES`` (``4x50``: 4 decoder layers, 50 object queries) of a profile's
-model (``full``: DETR-R50 for VOC's 20 classes). The ``vs first`` column is the speed-up over the
-first configuration at the same input size, batch and precision.
+Configurations are ``DECxQUERIES`` (``4x50``: 4 decoder layers, 50 object queries) of a profile's model (``full``:
+DETR-R50 for VOC's 20 classes). The ``vs first`` column is the speed-up over the first configuration at the same
+input size, batch and precision.
 """
 from __future__ import annotations
 
@@ -37,8 +36,8 @@ def parse_config(text: str) -> tuple[int, int]:
 
 def inference_job(model, size: int, batch: int = 1, dtype: torch.dtype | None = None,
                   device: torch.device | None = None):
-    """A callable running ``model`` on a batch of ``batch`` random ``size``² images: eval mode, no
-    gradients, under autocast to ``dtype`` when given."""
+    """A callable running ``model`` on a batch of ``batch`` random ``size``² images: eval mode, no gradients, under
+    autocast to ``dtype`` when given."""
     import torch
 
     from detrlib.precision import autocast
@@ -56,9 +55,9 @@ def inference_job(model, size: int, batch: int = 1, dtype: torch.dtype | None = 
 
 
 def inference_seconds_per_image(model, size: int, batch: int = 1, dtype: torch.dtype | None = None,
-                      device: torch.device | None = None, repeats: int = 20, warmup: int = 3) -> float:
-    """Median inference seconds per image of ``model`` (see :func:`inference_job`) over ``repeats``
-    calls after ``warmup`` untimed ones; on a GPU timed with CUDA events."""
+                                device: torch.device | None = None, repeats: int = 20, warmup: int = 3) -> float:
+    """Median inference seconds per image of ``model`` (see :func:`inference_job`) over ``repeats`` calls after
+    ``warmup`` untimed ones; on a GPU timed with CUDA events."""
     device = device or next(model.parameters()).device
     job = inference_job(model, size, batch, dtype, device)
     return take_turns({"job": job}, repeats, warmup, device)["job"] / batch
@@ -104,8 +103,7 @@ def run(args: argparse.Namespace) -> list[dict]:
         for size in sizes:
             for batch in args.batches:
                 for precision in args.precision:
-                    dtype = choose("auto" if precision == "amp" else ("off" if precision == "fp32" else precision),
-                                   device).dtype
+                    dtype = choose({"amp": "auto", "fp32": "off"}.get(precision, precision), device).dtype
                     label = precision if precision != "amp" else f"amp ({str(dtype).removeprefix('torch.')})"
                     jobs = {shape: inference_job(model, size, batch, dtype, device) for shape, model in models.items()}
                     times = take_turns(jobs, args.repeats, args.warmup, device)  # configurations alternate

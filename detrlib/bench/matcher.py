@@ -1,6 +1,5 @@
-"""``python -m detrlib bench matcher``: per-image Hungarian matching against the all-pairs batched
-cost matrix of the official DETR code, on random problems of DETR's sizes, the two taking turns.
-With ``--busy N`` the comparison runs next to N processes spinning on the CPU."""
+"""``python -m detrlib bench matcher``: per-image Hungarian matching against the all-pairs batched cost matrix of the
+official DETR code, on random problems of DETR's sizes, the two taking turns."""
 from __future__ import annotations
 
 import argparse
@@ -22,8 +21,8 @@ NUM_CLASSES = 20
 
 
 def all_pairs_match(matcher: HungarianMatcher, outputs: dict, targets: list[dict]) -> list[tuple]:
-    """The baseline: one [B*Q, sum T] cost matrix across the whole batch, of which only the B
-    diagonal blocks [Q, T_b] are used (the formulation of the official DETR matcher)."""
+    """The baseline: one [B*Q, sum T] cost matrix across the whole batch, of which only the B diagonal blocks
+    [Q, T_b] are used (the formulation of the official DETR matcher)."""
     import torch
     from scipy.optimize import linear_sum_assignment
     from torchvision.ops import box_convert, generalized_box_iou

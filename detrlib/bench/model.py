@@ -1,10 +1,9 @@
 """``python -m detrlib bench model``: DETR-R50 on the CPU, detrlib next to Hugging Face.
 
-Three jobs at each image size: a batched forward pass (eval, no gradients), a training step's
-forward + backward (train mode) and single-image inference, all on random weights (speed does not
-depend on them). Hugging Face ``transformers``' ``DetrForObjectDetection`` runs the same jobs when
-it is installed (``pip install transformers timm``); detrlib never imports it otherwise. Each
-number is the median of ``--repeats`` runs after a warm-up, the two libraries taking turns.
+Three jobs at each image size, on random weights: a batched forward pass (eval, no gradients), a training step's
+forward + backward (train mode) and single-image inference. Hugging Face's ``DetrForObjectDetection`` runs the same
+jobs when ``transformers`` is installed (:func:`~detrlib.bench.hf_detr`). Each number is the median of ``--repeats``
+runs after a warm-up, the two libraries taking turns.
 """
 from __future__ import annotations
 

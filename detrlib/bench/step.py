@@ -1,17 +1,13 @@
-"""``python -m detrlib bench step [--profile quick full] [--dn] [--amp] [--busy N]``: seconds per training
-step on the CPU.
+"""``python -m detrlib bench step [--profile quick full] [--dn] [--amp] [--busy N]``: seconds per training step on
+the CPU.
 
-A step is everything the engine does per batch: forward (with the targets, for denoising),
-Hungarian matching, the set loss with auxiliary losses at every decoder layer, backward, gradient
-clipping and an AdamW update, on random images and boxes (speed does not depend on the values).
-``full`` is DETR-R50 as the paper trains it (91 classes, 6 + 6 layers, 100 queries), at batch 2
-and 512²; ``quick`` is the quick profile's small model at its own batch and image size. Each runs
-next to Hugging Face's ``DetrForObjectDetection`` of the same shape doing the same work, when it
-is installed. ``--dn`` also times the step with denoising queries and reports their overhead.
-``--amp`` times every step under autocast, as a CPU run of the quick profile trains.
-``--busy N`` times every step twice in each turn, alone and next to N spinning processes, and
-reports busy / quiet: how much a busy neighbour slows a step down.
-Each number is the median of ``--repeats`` steps after a warm-up, the jobs taking turns.
+A step is everything the engine does per batch: forward (with the targets, for denoising), Hungarian matching, the
+set loss with auxiliary losses at every decoder layer, backward, gradient clipping and an AdamW update, on random
+images and boxes. ``full`` is DETR-R50 as the paper trains it (91 classes, 6 + 6 layers, 100 queries) at batch 2 and
+512²; ``quick`` is the quick profile's model at its own batch and image size. Each runs next to Hugging Face's
+``DetrForObjectDetection`` of the same shape doing the same work, when it is installed. ``--dn`` reports the
+denoising queries' overhead; ``--busy N`` times every step alone and next to N spinning processes in each turn and
+reports busy / quiet. Each number is the median of ``--repeats`` steps after a warm-up, the jobs taking turns.
 """
 from __future__ import annotations
 
@@ -43,10 +39,10 @@ def _arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def detrlib_step(cfg, images, mask, targets, dtype: torch.dtype | None = None):
-    """One training step of a fresh model built from ``cfg``, as :func:`detrlib.engine.train_one_epoch`
-    takes it, on the device of ``images``: the model under autocast to ``dtype`` (``None``: fp32),
-    matching and losses in fp32, a ``GradScaler`` for fp16. The returned callable runs one step on
-    this batch, or on ``(images, mask, targets)`` given to it, and returns the loss as a float."""
+    """One training step of a fresh model built from ``cfg``, as :func:`detrlib.engine.train_one_epoch` takes it, on
+    the device of ``images``: the model under autocast to ``dtype`` (``None``: fp32), matching and losses in fp32, a
+    ``GradScaler`` for fp16. The returned callable runs one step on this batch, or on ``(images, mask, targets)``
+    given to it, and returns the loss as a float."""
     import torch
     from torch import nn
 
@@ -82,8 +78,8 @@ def detrlib_step(cfg, images, mask, targets, dtype: torch.dtype | None = None):
 
 
 def hf_config(model_cfg) -> dict:
-    """``DetrConfig`` arguments for Hugging Face's DETR of the same shape as ``model_cfg``: its timm
-    ResNet cut after the same stage, the same widths, layers, queries and classes."""
+    """``DetrConfig`` arguments for Hugging Face's DETR of the same shape as ``model_cfg``: its timm ResNet cut after
+    the same stage, the same widths, layers, queries and classes."""
     m = model_cfg
     backbone = {"model_type": "timm_backbone", "backbone": m.backbone, "num_channels": 3, "features_only": True,
                 "use_pretrained_backbone": False, "out_indices": list(range(1, m.backbone_stages + 1))}
@@ -95,8 +91,8 @@ def hf_config(model_cfg) -> dict:
 
 
 def hf_step(model, images, targets, clip: float = 0.1, dtype: torch.dtype | None = None):
-    """One training step of Hugging Face's DETR, with the fused AdamW its Trainer uses by default,
-    its forward pass under autocast to ``dtype`` (``None``: fp32)."""
+    """One training step of Hugging Face's DETR, with the fused AdamW its Trainer uses by default, its forward pass
+    under autocast to ``dtype`` (``None``: fp32)."""
     import torch
     from torch import nn
 
@@ -144,8 +140,8 @@ def run(args: argparse.Namespace) -> list[dict]:
         images, mask, targets = random_batch(batch, size, cfg.model.num_classes, args.objects)
         groups = [0] + ([args.dn_groups] if args.dn else [])
         jobs = {g: detrlib_step(cfg.replace(**{"model.dn_groups": g}), images, mask, targets, dtype) for g in groups}
-        hf, why = (None, "Hugging Face rows skipped (--no-hf)") if args.no_hf else hf_detr(**hf_config(cfg.model))
-        if why and not args.no_hf:
+        hf, why = (None, "") if args.no_hf else hf_detr(**hf_config(cfg.model))
+        if why:
             print(why)
         if hf is not None:
             jobs["hf"] = hf_step(hf, images, targets, cfg.train.clip_max_norm, dtype)

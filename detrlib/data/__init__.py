@@ -52,15 +52,13 @@ def trained_classes(cfg: Config, state: dict) -> tuple[str, ...]:
     VOC's when it has 20 classes, else ``class 0``, ``class 1``, ..."""
     if state.get("classes"):
         return tuple(state["classes"])
-    names = ()
-    if not cfg.data.root:
-        names = TOY_CLASSES
-    else:
+    names = TOY_CLASSES
+    if cfg.data.root:
         root = Path(cfg.data.root).expanduser()
         try:
             names = read_classes(parse_sets(root if root.is_absolute() else workdir() / root, cfg.data.train_sets)[0][0])
         except DataError:  # that data is not on this machine
-            pass
+            names = ()
     if len(names) == cfg.model.num_classes:
         return names
     if cfg.model.num_classes == len(VOC_CLASSES):
@@ -69,9 +67,8 @@ def trained_classes(cfg: Config, state: dict) -> tuple[str, ...]:
 
 
 def build_dataset(cfg: DataConfig, split: str) -> VOCDataset:
-    """The ``"train"`` sets (long-tailed when ``cfg.longtail`` names a profile) with the training
-    transforms, or the ``"val"`` sets (a fixed subset of ``cfg.val_subset`` images when set) with
-    the validation transforms."""
+    """The ``"train"`` sets (long-tailed when ``cfg.longtail`` names a profile) with the training transforms, or the
+    ``"val"`` sets (a fixed subset of ``cfg.val_subset`` images when set) with the validation transforms."""
     if split not in ("train", "val"):
         raise ValueError(f"split must be 'train' or 'val', got {split!r}")
     root = data_root(cfg)
@@ -90,12 +87,11 @@ def build_loader(dataset: VOCDataset, batch_size: int, train: bool, num_workers:
                  world: int = 1) -> torch.utils.data.DataLoader:
     """Batches of :func:`collate`: what :func:`detrlib.engine.train` trains on, and every other user.
 
-    Training serves epoch ``epoch`` of :func:`~detrlib.data.batching.epoch_batches`: shuffled from
-    ``seed``, drawn with LVIS repeat factors when ``repeat_factor_t > 0``, the last incomplete batch
-    dropped, this process's share of each global batch under DDP (``rank`` of ``world``), from
-    batch ``start`` on (a resumed run). Each image's random augmentation is seeded by its place in
-    the epoch (:class:`~detrlib.data.batching.SeededItems`), so batches do not depend on the workers.
-    Validation keeps the dataset's order."""
+    Training serves epoch ``epoch`` of :func:`~detrlib.data.batching.epoch_batches`: shuffled from ``seed``, drawn
+    with LVIS repeat factors when ``repeat_factor_t > 0``, the last incomplete batch dropped, this process's share of
+    each global batch under DDP (``rank`` of ``world``), from batch ``start`` on (a resumed run). Each image's random
+    augmentation is seeded by its place in the epoch (:class:`~detrlib.data.batching.SeededItems`), so batches do not
+    depend on the workers. Validation keeps the dataset's order."""
     if not train:
         return torch.utils.data.DataLoader(dataset, batch_size=batch_size, collate_fn=collate, num_workers=num_workers,
                                            persistent_workers=num_workers > 0)

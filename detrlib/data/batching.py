@@ -25,9 +25,9 @@ def collate(batch):
 def pack_targets(targets) -> list[dict]:
     """The same targets, their tensors now views into one tensor per field.
 
-    A DataLoader worker hands every tensor storage to the main process through its own shared
-    memory segment; for small images that costs more than loading them. One storage per field
-    and batch instead of one per field and image doubles the toy VOC's throughput.
+    A DataLoader worker hands every tensor storage to the main process through its own shared memory segment, which
+    for small images costs more than loading them: one storage per field and batch, not per field and image, doubles
+    the toy VOC's throughput.
     """
     targets = [dict(t) for t in targets]
     for key, value in targets[0].items():
@@ -58,11 +58,8 @@ def repeat_factors(image_labels, threshold: float) -> torch.Tensor:
 
 
 def epoch_order(n: int, seed: int, epoch: int, factors=None) -> torch.Tensor:
-    """The shuffled image indices of one epoch, a pure function of its arguments.
-
-    With LVIS repeat ``factors`` (one per image), image ``i`` appears ``floor(r_i)`` times plus once
-    more with probability ``frac(r_i)`` (stochastic rounding).
-    """
+    """The shuffled image indices of one epoch, a pure function of its arguments. With LVIS repeat ``factors`` (one
+    per image), image ``i`` appears ``floor(r_i)`` times plus once more with probability ``frac(r_i)``."""
     g = torch.Generator().manual_seed(seed * 100_003 + epoch)
     indices = torch.arange(n)
     if factors is not None:
@@ -75,12 +72,10 @@ def epoch_order(n: int, seed: int, epoch: int, factors=None) -> torch.Tensor:
 
 def epoch_batches(n: int, batch_size: int, seed: int, epoch: int, rank: int = 0, world: int = 1,
                   factors=None) -> list[list[tuple[int, int]]]:
-    """This process's batches of ``(index, item seed)`` for one epoch of :func:`epoch_order`.
-
-    Each global batch of ``batch_size * world`` items is shared out between the ``world``
-    processes; an incomplete last batch is dropped. Being a pure function, it lets a resumed run
-    skip exactly the batches it had already trained on. Serve them with :class:`SeededItems`.
-    """
+    """This process's batches of ``(index, item seed)`` for one epoch of :func:`epoch_order`: each global batch of
+    ``batch_size * world`` items is shared out between the ``world`` processes, an incomplete last batch dropped.
+    Being a pure function, it lets a resumed run skip exactly the batches it had already trained on. Serve them with
+    :class:`SeededItems`."""
     order = epoch_order(n, seed, epoch, factors).tolist()
     g = torch.Generator().manual_seed(seed * 100_003 + epoch + 1)
     item_seeds = torch.randint(0, 2**62, (len(order),), generator=g).tolist()
@@ -90,9 +85,8 @@ def epoch_batches(n: int, batch_size: int, seed: int, epoch: int, rank: int = 0,
 
 
 class SeededItems(torch.utils.data.Dataset):
-    """Serves ``(index, seed)`` requests, seeding torch's RNG for each item: random augmentations then
-    depend only on the run's seed, the epoch and the position in it, not on the number of workers
-    or on where a resumed run restarted."""
+    """Serves ``(index, seed)`` requests, seeding torch's RNG for each item: random augmentations then depend only
+    on the run's seed, the epoch and the position in it, not on the number of workers or where a run resumed."""
 
     def __init__(self, dataset):
         self.dataset = dataset

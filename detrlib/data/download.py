@@ -1,11 +1,10 @@
-"""Downloads: every file detrlib fetches (PASCAL VOC's archives, the official COCO checkpoint, the
-repository's reference files) comes through :func:`download`, with a digest check, resume and mirrors.
+"""Downloads: every file detrlib fetches comes through :func:`download`, with a digest check, resume and mirrors.
 
-Mirrors are tried in order. A partial download (``<file>.part``) is resumed with an HTTP ``Range``
-request where the server allows it, and restarted where it does not. A file whose digest differs
-is deleted and the next mirror tried. VOC's archives are kept in ``download_dir`` (default
-:func:`~detrlib.config.downloads_dir`: on Google Drive when it is mounted, so that a new Colab
-session extracts them again instead of downloading them) and extracted into ``root``.
+That is PASCAL VOC's archives, the official COCO checkpoint and the repository's reference files. Mirrors are tried
+in order. A partial download (``<file>.part``) is resumed with an HTTP ``Range`` request where the server allows it,
+else restarted; a file whose digest differs is deleted and the next mirror tried. VOC's archives are kept in
+``download_dir`` (default :func:`~detrlib.config.downloads_dir`: on Google Drive when it is mounted, so that a new
+Colab session extracts them again instead of downloading them) and extracted into ``root``.
 """
 from __future__ import annotations
 
@@ -35,8 +34,7 @@ def _mirrors(path: str, filename: str) -> tuple[str, ...]:
     return (
         f"https://thor.robots.ox.ac.uk/pascal/VOC/{path}/{filename}",  # the official host
         old,  # its old name
-        # the Internet Archive's copy of the official file, served as it was stored (id_); the YOLO
-        # authors' copy (pjreddie.com), which many scripts use, no longer answers
+        # the Internet Archive's copy, served as stored (id_); the YOLO authors' (pjreddie.com) no longer answers
         f"https://web.archive.org/web/2023id_/{old}",
     )
 
@@ -96,10 +94,9 @@ def _fetch(url: str, part: Path, timeout: float) -> None:
 
 
 def download(urls, dest: Path, digest: str, algorithm: str = "md5", advice: str = "", timeout: float = 60) -> Path:
-    """``dest``, downloaded from the first of ``urls`` that delivers a file whose ``algorithm`` digest
-    starts with ``digest`` (a whole digest, or the prefix a file name carries; empty: any file).
-    A ``dest`` already there is kept when its digest agrees, else deleted as damaged. ``advice``
-    ends the error raised when every mirror fails."""
+    """``dest``, downloaded from the first of ``urls`` that delivers a file whose ``algorithm`` digest starts with
+    ``digest`` (a whole digest, or the prefix a file name carries; empty: any file). A ``dest`` already there is
+    kept when its digest agrees, else deleted as damaged. ``advice`` ends the error raised when every mirror fails."""
     dest = Path(dest)
     if dest.exists():
         if file_digest(dest, algorithm).startswith(digest):
@@ -138,8 +135,7 @@ def extract(archive: Path, root: Path) -> None:
         raise DownloadError("extracting archives safely needs Python 3.10.12+, 3.11.4+ or 3.12+: upgrade Python")
     root.mkdir(parents=True, exist_ok=True)
     with tarfile.open(archive) as tar:
-        members = tar.getmembers()
-        for member in tqdm(members, desc=f"extracting {archive.name}", unit="file", mininterval=1):
+        for member in tqdm(tar.getmembers(), desc=f"extracting {archive.name}", unit="file", mininterval=1):
             tar.extract(member, root, filter="data")  # refuses absolute paths and ../ escapes
 
 
@@ -172,10 +168,9 @@ def download_voc(root, names=tuple(VOC_ARCHIVES), download_dir=None, archives=VO
 
 
 def repository_file(relative: str, sha256: str = "") -> Path:
-    """A file this repository keeps (``checkpoints/...``, ``results/...``): from the checkout when
-    detrlib runs from one, else downloaded once from the repository into
-    :func:`~detrlib.config.workdir` (as on Colab, where only the package is installed) and checked
-    against ``sha256`` when given."""
+    """A file this repository keeps (``checkpoints/...``, ``results/...``): from the checkout when detrlib runs
+    from one, else downloaded once from the repository into :func:`~detrlib.config.workdir` (as on Colab, where
+    only the package is installed) and checked against ``sha256`` when given."""
     local = Path(__file__).resolve().parents[2] / relative
     if local.exists():
         return local

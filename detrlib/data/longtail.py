@@ -1,16 +1,13 @@
 """The "modified VOC": a long-tailed subset of any VOC-format tree, written as new split files.
 
-An imbalance profile names a target shape for the objects per class, with classes ranked by how
-often they occur in the full set:
+An imbalance profile names a target shape for the objects per class, classes ranked by how often they occur in
+the full set: with ``exp<R>`` (e.g. ``exp50``) counts fall exponentially from the most frequent class to the least,
+which gets ``1/R`` of the head's count; with ``step<R>`` (e.g. ``step10``) the more frequent half keeps its count,
+the rarer half gets ``1/R`` of the head's. No class gets more than it has.
 
-- ``exp<R>`` (e.g. ``exp50``): counts fall exponentially from the most frequent class to the
-  least, which gets ``1/R`` of the head's count;
-- ``step<R>`` (e.g. ``step10``): the more frequent half keeps its count, the rarer half gets ``1/R``
-  of the head's count.
-
-No class gets more than it has. Images hold several classes, so the subset is found greedily
-(:func:`select_longtail`) and its counts follow the profile only roughly; ``seed`` breaks ties, so
-a seed gives one subset. Images without objects are all kept. The new split is ``<split>-<profile>-s<seed>``.
+Images hold several classes, so the subset is found greedily (:func:`select_longtail`) and its counts follow the
+profile only roughly; ``seed`` breaks ties, so a seed gives one subset. Images without objects are all kept. The new
+split is ``<split>-<profile>-s<seed>``.
 """
 from __future__ import annotations
 
@@ -31,8 +28,7 @@ def parse_profile(profile: str) -> tuple[str, float]:
 
 
 def target_counts(counts: np.ndarray, profile: str) -> np.ndarray:
-    """Objects each class should keep: the profile's shape from the head's count, capped by what
-    the class has."""
+    """Objects each class should keep: the profile's shape from the head's count, capped by what the class has."""
     kind, ratio = parse_profile(profile)
     order = np.argsort(-counts, kind="stable")
     rank = np.empty(len(counts), dtype=int)
@@ -53,12 +49,10 @@ def per_image_counts(dataset: VOCDataset) -> np.ndarray:
 
 
 def select_longtail(table: np.ndarray, profile: str, seed: int = 0) -> np.ndarray:
-    """Indices (sorted) of the images to keep from a ``[images, classes]`` count table.
-
-    Start from every image; for each class, rarest target first, remove images holding it until
-    it is down to its target, taking first the images whose other objects are least wanted (their
-    classes already at or over target), ties broken in the seed's random order.
-    """
+    """Indices (sorted) of the images to keep from a ``[images, classes]`` count table: starting from every image,
+    for each class, rarest target first, remove images holding it until it is down to its target, taking first the
+    images whose other objects are least wanted (their classes already at or over target), ties broken in the seed's
+    random order."""
     targets = target_counts(table.sum(0), profile)
     tiebreak = np.random.default_rng(seed).random(len(table))
     kept = np.ones(len(table), dtype=bool)
@@ -82,10 +76,8 @@ def longtail_split_name(split: str, profile: str, seed: int) -> str:
 
 
 def write_longtail(dataset: VOCDataset, profile: str, seed: int = 0) -> tuple[list[tuple[Path, str]], np.ndarray, np.ndarray]:
-    """Write the long-tailed split files next to the dataset's own, one per set.
-
-    Returns the new ``(year_dir, split)`` sets, and the objects per class before and after.
-    """
+    """Write the long-tailed split files next to the dataset's own, one per set. Returns the new
+    ``(year_dir, split)`` sets, and the objects per class before and after."""
     table = per_image_counts(dataset)
     keep = select_longtail(table, profile, seed)
     chosen = {(dataset.records[i].xml_path.parent.parent, dataset.records[i].name) for i in keep}

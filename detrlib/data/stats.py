@@ -76,15 +76,13 @@ def format_stats(stats: dict) -> str:
         "",
         f"{'class':<16} {'objects':>8} {'difficult':>9}",
     ]
-    ranked = sorted(stats["per_class"], key=lambda c: -stats["per_class"][c]["objects"])
-    for name in ranked:
+    for name in sorted(stats["per_class"], key=lambda c: -stats["per_class"][c]["objects"]):
         tag = " head" if name in stats["head"] else " tail" if name in stats["tail"] else ""
         row = stats["per_class"][name]
         lines.append(f"{name:<16} {row['objects']:>8} {row['difficult']:>9}{tag}")
-    lines.append(f"head-to-tail ratio (most / least frequent class): {stats['head_to_tail']:.1f}")
-    lines.append("")
+    lines += [f"head-to-tail ratio (most / least frequent class): {stats['head_to_tail']:.1f}", "",
+              "box sizes (COCO buckets, area in original pixels):"]
     total = max(stats["objects"], 1)
-    lines.append("box sizes (COCO buckets, area in original pixels):")
     for (name, limit), prev in zip(SIZE_BUCKETS, (0, 32, 96)):
         rule = f"< {int(limit ** 0.5)}^2" if limit != float("inf") else f">= {prev}^2"
         lines.append(f"  {name:<7} {rule:<8} {stats['box_sizes'][name]:>7}  {100 * stats['box_sizes'][name] / total:5.1f}%")

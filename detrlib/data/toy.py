@@ -1,21 +1,15 @@
 """The toy VOC: a generated, genuine VOCdevkit tree (JPEG + XML) that a CPU can learn from.
 
-Each class is a shape in its own colour (``red_circle``, ``teal_diamond``, ...): 12 classes on 6
-shapes, so *what* an object is stays easy to learn, and the hard part is DETR's: *where* each object
-is, how many there are, small and hidden ones, rare classes. It carries the difficulties of PASCAL
-VOC at a CPU's scale:
+Each class is a shape in its own colour (``red_circle``, ``teal_diamond``, ...): 12 classes on 6 shapes, so *what*
+an object is stays easy to learn, and the hard part is DETR's: *where* each object is, how many there are, small and
+hidden ones, rare classes. It carries PASCAL VOC's difficulties at a CPU's scale (:class:`ToySpec`): a long tail
+(class counts fall exponentially, dealt exactly, so ``imbalance`` holds for any number of images), small objects,
+objects hiding each other (the box is the visible extent, as VOC annotates it; those hidden more than
+``difficult_hidden`` are ``difficult``), objects cut by the border (``truncated``), and clutter: decoy shapes in
+non-class colours, lines and dots on gradient, blotchy, striped or checkered backgrounds.
 
-- a long tail: class frequencies fall off exponentially from head to tail (``imbalance`` is the
-  head-to-tail ratio of object counts, dealt exactly, so it holds for any number of images);
-- small objects: ``small_fraction`` of them are 10-31 px across, below COCO's 32 x 32 "small" line;
-- overlaps: objects may hide each other (never more than ``max_hidden`` of one object; the box is
-  the visible extent, as VOC annotates it) and those more than ``difficult_hidden`` hidden are
-  marked ``difficult``; objects cut by the border are ``truncated``;
-- clutter: decoy shapes in non-class colours, lines and dots (``clutter`` per image on average),
-  on gradient, blotchy, striped or checkered backgrounds.
-
-Same seed and settings: byte-identical files. Layout: ``<root>/VOCdevkit/VOCtoy/`` with
-``Annotations``, ``JPEGImages``, ``ImageSets/Main/{train,val}.txt`` and ``classes.txt``.
+Same seed and settings: byte-identical files. Layout: ``<root>/VOCdevkit/VOCtoy/`` with ``Annotations``,
+``JPEGImages``, ``ImageSets/Main/{train,val}.txt`` and ``classes.txt``.
 """
 from __future__ import annotations
 
@@ -174,7 +168,6 @@ def make_image(rng, labels: list[int], spec: ToySpec) -> tuple[Image.Image, list
     placed = []
     for label in labels:
         colour_name, shape = TOY_CLASSES[label].split("_")
-        colour = COLOURS[colour_name]
         small = rng.random() < spec.small_fraction
         side = rng.uniform(10, 31) if small else rng.uniform(*spec.large_range) * spec.image_size
         aspect = rng.uniform(0.8, 1.25)
@@ -200,11 +193,10 @@ def make_image(rng, labels: list[int], spec: ToySpec) -> tuple[Image.Image, list
             w, h = w * 0.9, h * 0.9  # crowded: try smaller
         else:
             continue  # no room left for this object
-        fill = tuple(int(np.clip(c + rng.integers(-20, 21), 0, 255)) for c in colour)
+        fill = tuple(int(np.clip(c + rng.integers(-20, 21), 0, 255)) for c in COLOURS[colour_name])
         draw.polygon(poly, fill=fill, outline=(25, 25, 25), width=1 if min(w, h) < 24 else 2)
         visible = after + [mask]
-        xs = [p[0] for p in poly]
-        ys = [p[1] for p in poly]
+        xs, ys = zip(*poly)
         cut = min(xs) < 0 or min(ys) < 0 or max(xs) > width or max(ys) > height
         placed.append({"label": label, "area": int(mask.sum()), "truncated": cut})
 
@@ -245,11 +237,9 @@ def annotation_xml(filename: str, width: int, height: int, objects: list[dict], 
 
 
 def make_toy_voc(root, train: int, val: int, seed: int = 0, spec: ToySpec = ToySpec()) -> Path:
-    """Write the toy VOC under ``root`` and return its year folder ``root/VOCdevkit/VOCtoy``.
-
-    Labels are dealt per split from exact class quotas; every picture has its own random stream
-    ``(seed, split, index)``, so the result depends only on the arguments.
-    """
+    """Write the toy VOC under ``root`` and return its year folder ``root/VOCdevkit/VOCtoy``. Labels are dealt per
+    split from exact class quotas; every picture has its own random stream ``(seed, split, index)``, so the result
+    depends only on the arguments."""
     if train < 0 or val < 0 or train + val == 0:
         raise DataError(f"make_toy_voc needs a positive number of images, got train={train}, val={val}")
     if not 0 <= spec.min_objects <= spec.max_objects:
@@ -275,15 +265,10 @@ def make_toy_voc(root, train: int, val: int, seed: int = 0, spec: ToySpec = ToyS
     return year_dir
 
 
-def toy_settings(train: int, val: int, seed: int, spec: ToySpec) -> dict:
-    return {"version": VERSION, "train": train, "val": val, "seed": seed, **asdict(spec)}
-
-
 def ensure_toy_voc(parent: Path, train: int, val: int, seed: int = 0, spec: ToySpec = ToySpec()) -> Path:
-    """The toy VOC for these settings under ``parent/<key>``, generated on first use and reused
-    after; returns the root that holds ``VOCdevkit``. Generated in a temporary folder and renamed,
-    so an interrupted run never leaves half a tree behind."""
-    settings = toy_settings(train, val, seed, spec)
+    """The toy VOC for these settings under ``parent/<key>``, generated on first use and reused after; returns the
+    root holding ``VOCdevkit``. Built in a temporary folder and renamed: an interrupted run leaves no half tree."""
+    settings = {"version": VERSION, "train": train, "val": val, "seed": seed, **asdict(spec)}
     key = hashlib.sha1(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:10]
     root = Path(parent) / f"toy-{key}"
     if split_file(root / "VOCdevkit" / YEAR, "val").exists():
@@ -301,11 +286,10 @@ def ensure_toy_voc(parent: Path, train: int, val: int, seed: int = 0, spec: ToyS
 
 def make_voc_like(root, sets: dict[str, dict[str, int]], seed: int = 0, size: tuple[int, int] = (500, 375),
                   max_objects: int = 4) -> Path:
-    """A small tree shaped like PASCAL VOC, for tests and GPU checks without a download: the year
-    folders and splits of ``sets`` (``{"VOC2007": {"trainval": 8, "test": 6}}``), VOC's 20 class
-    names (no ``classes.txt``), ``size`` JPEGs with 1 to ``max_objects`` objects each, a filled
-    shape in its class's colour, classes drawn from a long tail. Returns the root holding
-    ``VOCdevkit``; same arguments, same files."""
+    """A small tree shaped like PASCAL VOC, for tests and GPU checks without a download: the year folders and
+    splits of ``sets`` (``{"VOC2007": {"trainval": 8, "test": 6}}``), VOC's 20 class names (no ``classes.txt``),
+    ``size`` JPEGs with 1 to ``max_objects`` objects each, a filled shape in its class's colour, classes drawn from
+    a long tail. Returns the root holding ``VOCdevkit``; same arguments, same files."""
     width, height = size
     weights = class_quotas(1000, len(VOC_CLASSES), 20.0) / 1000
     palette = np.random.default_rng(12345).integers(30, 226, (len(VOC_CLASSES), 3))

@@ -1,10 +1,9 @@
-"""DETR's data augmentation with ``torchvision.transforms.v2``: boxes travel as
-``tv_tensors.BoundingBoxes``, so every flip, resize and crop moves them with the pixels.
+"""DETR's augmentation with ``torchvision.transforms.v2``; boxes (``tv_tensors.BoundingBoxes``) move with the pixels.
 
-Training (as in the official DETR): horizontal flip; then, with equal chance, either a multi-scale
-resize (shorter side drawn from ``train_scales``, longer side at most ``max_size``) or DETR's crop
-(resize, cut a random-size window, resize again); then normalize with ImageNet's mean and std.
-Validation: one resize to ``val_size`` (capped by ``max_size``) and normalize.
+Training (as in the official DETR): horizontal flip; then, with equal chance, either a multi-scale resize (shorter
+side drawn from ``train_scales``, longer side at most ``max_size``) or DETR's crop (resize, cut a random-size window,
+resize again); then normalize with ImageNet's mean and std. Validation: one resize to ``val_size`` (capped by
+``max_size``) and normalize.
 """
 from __future__ import annotations
 

@@ -1,16 +1,13 @@
 """PASCAL VOC in its VOCdevkit layout, read into DETR's dataset item.
 
-A year folder (``VOCdevkit/VOC2007``, ``VOCdevkit/VOCtoy``) holds ``Annotations/<id>.xml``,
-``JPEGImages/<id>.jpg`` and ``ImageSets/Main/<split>.txt`` (one id a line). A dataset combines one
-or more ``(year_dir, split)`` sets, e.g. VOC2007 and VOC2012 ``trainval``.
-
-The class list is the 20 VOC classes in the standard order, unless the year folder has a
+A year folder (``VOCdevkit/VOC2007``, ``VOCdevkit/VOCtoy``) holds ``Annotations/<id>.xml``, ``JPEGImages/<id>.jpg``
+and ``ImageSets/Main/<split>.txt`` (one id a line). A dataset combines one or more ``(year_dir, split)`` sets, e.g.
+VOC2007 and VOC2012 ``trainval``. The classes are the 20 of VOC in the standard order, unless the year folder has a
 ``classes.txt`` (one name a line, in label order), as the generated toy VOC does.
 
-Boxes: VOC writes pixel corners, 1-based and inclusive (``xmin=1`` is the first pixel column,
-sometimes as a float). They are read as 0-based continuous corners ``(xmin - 1, ymin - 1, xmax,
-ymax)``, so a box covering pixels 1..10 is 10 pixels wide. The item's target holds them as
-normalized ``cx, cy, w, h`` in the transformed image, as DETR wants.
+Boxes: VOC writes pixel corners, 1-based and inclusive (``xmin=1`` is the first pixel column, sometimes as a float).
+They are read as 0-based continuous corners ``(xmin - 1, ymin - 1, xmax, ymax)``, so a box covering pixels 1..10 is
+10 pixels wide. The item's target holds them as normalized ``cx, cy, w, h`` in the transformed image, as DETR wants.
 """
 from __future__ import annotations
 
@@ -32,9 +29,8 @@ from torchvision.transforms.v2 import functional as F
 from detrlib.errors import DataError
 
 VOC_CLASSES = (
-    "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
-    "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train",
-    "tvmonitor",
+    "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow", "diningtable", "dog",
+    "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train", "tvmonitor",
 )
 # Where each VOC class sits among the official COCO DETR's 91 class logits (COCO category ids):
 # COCO has all 20 (aeroplane is COCO's airplane, sofa its couch, tvmonitor its tv, ...).
@@ -60,11 +56,9 @@ def abbreviate(names, keep: int = 3) -> str:
 
 @dataclass
 class VOCRecord:
-    """One image and all its objects, difficult ones included, as written in its XML.
-
-    ``boxes`` are float32 ``[N, 4]`` corners ``x1, y1, x2, y2`` in 0-based pixels of the original
-    image (EXIF orientation applied); what an evaluator needs for COCO-style ground truth.
-    """
+    """One image and all its objects, difficult ones included, as written in its XML. ``boxes`` are float32
+    ``[N, 4]`` corners ``x1, y1, x2, y2`` in 0-based pixels of the original image (EXIF orientation applied): what
+    an evaluator needs for COCO-style ground truth."""
 
     image_id: int
     name: str
@@ -113,9 +107,8 @@ def read_classes(year_dir: Path) -> tuple[str, ...]:
 
 
 def leaves_folder(name: str) -> bool:
-    """Whether the relative path ``name``, read from data or a config, would lead out of the folder it
-    is joined to: an absolute path, or one with a ``..`` part. Checked by name, so a dataset whose
-    folders are symbolic links elsewhere still reads."""
+    """Whether the relative path ``name``, read from data or a config, would lead out of the folder it is joined
+    to (absolute, or with a ``..`` part). Checked by name, so a dataset whose folders are symlinks elsewhere reads."""
     path = PurePath(name)
     return path.is_absolute() or bool(path.drive) or ".." in path.parts
 
@@ -176,12 +169,9 @@ def _number(node, tag: str, path: Path, default: str | None = None) -> float:
 
 
 def parse_annotation(path: Path, classes=VOC_CLASSES) -> dict:
-    """Parse one VOC XML file with defusedxml.
-
-    Returns ``{"filename", "width", "height", "objects": [{"name", "label", "box", "difficult",
-    "truncated"}]}`` with ``box`` the raw 1-based corners as written. ``<part>`` boxes (a person's
-    head, hands, feet) belong to their object and are not objects themselves.
-    """
+    """Parse one VOC XML file with defusedxml into ``{"filename", "width", "height", "objects": [{"name", "label",
+    "box", "difficult", "truncated"}]}``, ``box`` the raw 1-based corners as written. ``<part>`` boxes (a person's
+    head, hands, feet) belong to their object and are not objects themselves."""
     path = Path(path)
     try:
         root = ElementTree.parse(path).getroot()
@@ -205,21 +195,16 @@ def parse_annotation(path: Path, classes=VOC_CLASSES) -> dict:
         box = obj.find("bndbox")
         if box is None:
             raise DataError(f"{path}: object {name!r} has no <bndbox>")
-        objects.append({
-            "name": name,
-            "label": index[name],
-            "box": tuple(_number(box, k, path) for k in ("xmin", "ymin", "xmax", "ymax")),
-            "difficult": bool(int(_number(obj, "difficult", path, "0"))),
-            "truncated": bool(int(_number(obj, "truncated", path, "0"))),
-        })
+        objects.append({"name": name, "label": index[name],
+                        "box": tuple(_number(box, k, path) for k in ("xmin", "ymin", "xmax", "ymax")),
+                        "difficult": bool(int(_number(obj, "difficult", path, "0"))),
+                        "truncated": bool(int(_number(obj, "truncated", path, "0")))})
     return {"filename": _text(root, "filename", path, ""), "width": width, "height": height, "objects": objects}
 
 
 def image_header(path: Path) -> tuple[int, int, int]:
-    """(width, height, EXIF orientation) of an image as displayed, reading only its header.
-
-    A JPEG must end with its end-of-image marker; one that does not was cut short.
-    """
+    """(width, height, EXIF orientation) of an image as displayed, reading only its header. A JPEG must end with
+    its end-of-image marker; one that does not was cut short."""
     path = Path(path)
     if not path.exists():
         raise DataError(f"image {path} not found: its annotation has no picture (re-download, or remove "
@@ -240,9 +225,8 @@ def image_header(path: Path) -> tuple[int, int, int]:
 
 
 class _pil_reports:
-    """Within it, a picture over PIL's decompression-bomb limit raises :class:`UnusableImage`, and
-    whatever else PIL warns about (damaged data it could still decode) comes back as a
-    :class:`DataWarning` naming the file."""
+    """Within it, a picture over PIL's decompression-bomb limit raises :class:`UnusableImage`, and whatever else
+    PIL warns about (damaged data it could still decode) comes back as a :class:`DataWarning` naming the file."""
 
     def __init__(self, path: Path):
         self.path, self.caught = path, warnings.catch_warnings(record=True)
@@ -291,9 +275,8 @@ def image_file(path) -> Path:
 
 
 def load_image(path: Path, orientation: int | None = None) -> Image.Image:
-    """An RGB PIL image with its EXIF orientation applied, whatever its mode and bit depth (L, P,
-    RGBA, CMYK, 16-bit, float: :func:`to_rgb`). ``orientation=1`` (known from a scan) skips reading
-    the EXIF data again."""
+    """An RGB PIL image with its EXIF orientation applied, whatever its mode and bit depth (L, P, RGBA, CMYK,
+    16-bit, float: :func:`to_rgb`). ``orientation=1`` (known from a scan) skips reading the EXIF data again."""
     path = image_file(path)
     try:
         with _pil_reports(path), Image.open(path) as im:
@@ -337,24 +320,20 @@ def read_record(year_dir: Path, name: str, classes, image_id: int, report: ScanR
     if max_size:
         check_size(image_path, width, height, max_size)
     boxes, keep = [], []
-    clipped = dropped = 0
     for obj in ann["objects"]:
         x1, y1, x2, y2 = obj["box"]
         x1, y1 = x1 - 1, y1 - 1  # 1-based inclusive corners -> 0-based continuous
         cx1, cy1 = min(max(x1, 0), width), min(max(y1, 0), height)
         cx2, cy2 = min(max(x2, 0), width), min(max(y2, 0), height)
         if cx2 <= cx1 or cy2 <= cy1:
-            dropped += 1
+            report.dropped += 1
             continue
-        clipped += (cx1, cy1, cx2, cy2) != (x1, y1, x2, y2)
+        report.clipped += (cx1, cy1, cx2, cy2) != (x1, y1, x2, y2)
         boxes.append((cx1, cy1, cx2, cy2))
         keep.append(obj)
-    report.clipped += clipped
-    report.dropped += dropped
     return VOCRecord(
         image_id=image_id, name=name, image_path=image_path, xml_path=xml_path, width=width, height=height,
-        orientation=orientation,
-        boxes=np.array(boxes, dtype=np.float32).reshape(-1, 4),
+        orientation=orientation, boxes=np.array(boxes, dtype=np.float32).reshape(-1, 4),
         labels=np.array([o["label"] for o in keep], dtype=np.int64),
         difficult=np.array([o["difficult"] for o in keep], dtype=bool),
         truncated=np.array([o["truncated"] for o in keep], dtype=bool),
@@ -382,20 +361,17 @@ def scan(sets, classes, strict: bool = True, max_size: int | None = None) -> tup
 
 
 class VOCDataset(torch.utils.data.Dataset):
-    """One or more VOC sets as DETR items ``(image, target)``.
+    """One or more VOC sets, ``(year_dir, split)`` pairs, as DETR items ``(image, target)``.
 
-    ``sets`` are ``(year_dir, split)`` pairs, e.g. ``[(devkit / "VOC2007", "trainval"), (devkit /
-    "VOC2012", "trainval")]``. ``transforms`` is a ``torchvision.transforms.v2`` callable taking
-    ``(PIL image, {"boxes": BoundingBoxes, "labels", "difficult", "truncated"})`` (see
-    :mod:`detrlib.data.transforms`); without one the image is only converted to a float tensor in
-    [0, 1]. Difficult objects are left out of the targets unless ``keep_difficult``; they stay in
-    :attr:`records`, which evaluation reads.
+    ``transforms`` is a ``torchvision.transforms.v2`` callable taking ``(PIL image, {"boxes": BoundingBoxes,
+    "labels", "difficult", "truncated"})`` (see :mod:`detrlib.data.transforms`); without one the image is only
+    converted to a float tensor in [0, 1]. Difficult objects are left out of the targets unless ``keep_difficult``;
+    they stay in :attr:`records`, which evaluation reads. ``max_size``, the transforms' longest side, skips (and
+    counts) pictures too thin to resize.
 
-    The target: ``boxes`` float ``[N, 4]`` normalized cx, cy, w, h in the transformed image,
-    ``labels`` int64 ``[N]`` indexing :attr:`classes`, ``image_id`` (the index), ``orig_size`` and
-    ``size`` as ``(h, w)`` tensors, ``difficult`` and ``truncated`` bool ``[N]``.
-
-    ``max_size``, the transforms' longest side, skips (and counts) pictures too thin to resize.
+    The target: ``boxes`` float ``[N, 4]`` normalized cx, cy, w, h in the transformed image, ``labels`` int64
+    ``[N]`` indexing :attr:`classes`, ``image_id`` (the index), ``orig_size`` and ``size`` as ``(h, w)`` tensors,
+    ``difficult`` and ``truncated`` bool ``[N]``.
     """
 
     def __init__(self, sets, transforms=None, classes=None, keep_difficult: bool = False, strict: bool = True,
@@ -453,13 +429,9 @@ class VOCDataset(torch.utils.data.Dataset):
         h, w = image.shape[-2:]
         boxes = box_convert(target["boxes"].as_subclass(torch.Tensor), "xyxy", "cxcywh")
         return image.as_subclass(torch.Tensor), {
-            "boxes": boxes / torch.tensor([w, h, w, h], dtype=torch.float32),
-            "labels": target["labels"],
-            "image_id": r.image_id,
-            "orig_size": torch.tensor([r.height, r.width]),
-            "size": torch.tensor([h, w]),
-            "difficult": target["difficult"],
-            "truncated": target["truncated"],
+            "boxes": boxes / torch.tensor([w, h, w, h], dtype=torch.float32), "labels": target["labels"],
+            "image_id": r.image_id, "orig_size": torch.tensor([r.height, r.width]), "size": torch.tensor([h, w]),
+            "difficult": target["difficult"], "truncated": target["truncated"],
         }
 
 

@@ -1,14 +1,9 @@
 """Multi-head attention with the parameters of ``nn.MultiheadAttention`` and PyTorch's fused kernel.
 
-The official DETR checkpoint stores attention as ``in_proj_weight`` ([3d, d]: query, key and value
-projections stacked), ``in_proj_bias`` and ``out_proj``. :class:`Attention` keeps exactly that layout,
-so the checkpoint loads, but takes batch-first inputs and runs
-``F.scaled_dot_product_attention``, which picks a fused kernel for the device.
-
-The fused kernel never materialises the attention weights. To look at them (chapter 2's pictures),
-wrap a forward pass in :func:`record_attention`: only then are the weights computed, a second time,
-from the same queries and keys.
-"""
+:class:`Attention` keeps the official checkpoint's layout (``in_proj_weight`` [3d, d]: query, key and value
+projections stacked; ``in_proj_bias``; ``out_proj``), so it loads, but takes batch-first inputs and runs
+``F.scaled_dot_product_attention``, a fused kernel that never materialises the attention weights:
+:func:`record_attention` (chapter 2's pictures) computes them a second time from the same queries and keys."""
 from __future__ import annotations
 
 from contextlib import contextmanager, nullcontext
@@ -21,11 +16,9 @@ from torch import nn
 class Attention(nn.Module):
     """Multi-head attention, batch first: ``query [B, L, d]``, ``key``/``value [B, S, d]``.
 
-    Masks are boolean and follow ``nn.MultiheadAttention``: True means "may not attend".
-    ``key_padding_mask [B, S]`` hides padded keys; ``attn_mask [L, S]`` or ``[B, nheads, L, S]``
-    hides pairs (denoising queries use it). Returns ``(output [B, L, d], weights)`` where
-    ``weights [B, nheads, L, S]`` is None unless :func:`record_attention` is active.
-    """
+    Masks are boolean and follow ``nn.MultiheadAttention``: True means "may not attend". ``key_padding_mask [B, S]``
+    hides padded keys; ``attn_mask [L, S]`` or ``[B, nheads, L, S]`` hides pairs (denoising queries use it). Returns
+    ``(output [B, L, d], weights)``, ``weights [B, nheads, L, S]`` None unless :func:`record_attention` is active."""
 
     def __init__(self, d_model: int, nheads: int, dropout: float = 0.0):
         super().__init__()  # ModelConfig checks that nheads divides hidden_dim
@@ -42,8 +35,7 @@ class Attention(nn.Module):
         return x.view(b, n, self.nheads, self.d_model // self.nheads).transpose(1, 2)
 
     def forward(self, query, key, value, key_padding_mask=None, attn_mask=None):
-        d = self.d_model
-        w, b = self.in_proj_weight, self.in_proj_bias
+        d, w, b = self.d_model, self.in_proj_weight, self.in_proj_bias
         if query is key:  # self-attention: one matmul for the query and key projections
             q, k = F.linear(query, w[: 2 * d], b[: 2 * d]).chunk(2, dim=-1)
         else:
@@ -89,11 +81,9 @@ def _allowed(key_padding_mask, attn_mask):
 
 @contextmanager
 def record_attention(model: nn.Module):
-    """Record the attention weights of every :class:`Attention` in ``model`` during the block.
-
-    Yields a dict filled by forward hooks: module name (as in ``model.named_modules()``, e.g.
-    ``"transformer.decoder.layers.5.multihead_attn"``) -> weights ``[B, nheads, L, S]`` of its last call.
-    """
+    """Record the attention weights of every :class:`Attention` in ``model`` during the block. Yields a dict filled by
+    forward hooks: module name (as in ``model.named_modules()``) -> weights ``[B, nheads, L, S]`` of its last call,
+    e.g. ``maps["transformer.decoder.layers.5.multihead_attn"]``."""
     maps: dict[str, torch.Tensor] = {}
     modules = {name: m for name, m in model.named_modules() if isinstance(m, Attention)}
 

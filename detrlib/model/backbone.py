@@ -1,13 +1,10 @@
 """The CNN backbone: a torchvision ResNet whose last feature map becomes the transformer's input.
 
-As in DETR, BatchNorm is frozen (``FrozenBatchNorm2d``: fixed statistics and affine parameters),
-the stem and ``layer1`` are not trained, and ``dilation`` trades ``layer4``'s stride for a finer
-map. detrlib adds what a model trained from scratch on a CPU needs: ``stages`` cuts the ResNet
-short (4 -> stride 32, 3 -> 16, 2 -> 8), ``frozen_bn=False`` uses ordinary BatchNorm and
-``frozen_stages=0`` trains everything. ``return_stages`` keeps the feature maps of several stages,
-for multi-scale models (:meth:`Backbone.feature_maps`); DETR reads the last one.
-ImageNet weights (``pretrained``) are read as data only (:func:`imagenet_weights`).
-"""
+As in DETR, BatchNorm is frozen (``FrozenBatchNorm2d``), the stem and ``layer1`` are not trained, and ``dilation``
+trades ``layer4``'s stride for a finer map. For a model trained from scratch on a CPU, detrlib adds ``stages`` (cuts
+the ResNet short: 4 -> stride 32, 3 -> 16, 2 -> 8), ``frozen_bn=False`` (ordinary BatchNorm) and ``frozen_stages=0``
+(trains everything). ``return_stages`` keeps several maps, for multi-scale models (:meth:`Backbone.feature_maps`);
+``pretrained`` ImageNet weights are read as data only (:func:`imagenet_weights`)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -27,9 +24,8 @@ RESNETS = {"resnet18": 64, "resnet34": 64, "resnet50": 256, "resnet101": 256}  #
 
 def imagenet_weights(name: str) -> dict:
     """torchvision's ImageNet weights of the ResNet ``name`` as a state_dict, read as data only
-    (``weights_only=True``), so that a file planted in the cache cannot run code. They live where
-    torchvision keeps them, torch's hub cache, and are downloaded there once, checked against the
-    SHA-256 prefix in their file name."""
+    (``weights_only=True``) so that a file planted in the cache cannot run code. They live where torchvision keeps
+    them, torch's hub cache, and are downloaded there once, checked against the SHA-256 prefix in their file name."""
     url = torchvision.models.get_model_weights(name).IMAGENET1K_V1.url
     path = Path(torch.hub.get_dir()) / "checkpoints" / url.rsplit("/", 1)[-1]
     if not path.exists():
@@ -49,9 +45,8 @@ class Backbone(nn.Module):
     def __init__(self, name: str = "resnet50", stages: int = 4, dilation: bool = False,
                  frozen_bn: bool = True, frozen_stages: int = 1, pretrained: bool = False, return_stages: int = 1):
         super().__init__()  # ModelConfig checks the stages and the dilation
-        resnet = getattr(torchvision.models, name)(
-            replace_stride_with_dilation=[False, False, dilation],
-            norm_layer=FrozenBatchNorm2d if frozen_bn else nn.BatchNorm2d)
+        resnet = getattr(torchvision.models, name)(replace_stride_with_dilation=[False, False, dilation],
+                                                   norm_layer=FrozenBatchNorm2d if frozen_bn else nn.BatchNorm2d)
         if pretrained:  # what torchvision's weights= does, without its pickle loader
             resnet.load_state_dict(imagenet_weights(name))
         # channels-last (NHWC) convolutions are much faster on CPUs (oneDNN) and on tensor cores
@@ -60,9 +55,8 @@ class Backbone(nn.Module):
             memory_format=torch.channels_last)
         self.channels = [RESNETS[name] * 2 ** (i - 1) for i in returned]  # of each returned stage
         self.num_channels = self.channels[-1]
-        self.frozen = []  # the stem and layer1..layerk when frozen_stages = k > 0
-        if frozen_stages:
-            self.frozen = ["conv1", "bn1"] + [f"layer{i}" for i in range(1, frozen_stages + 1)]
+        # the stem and layer1..layerk when frozen_stages = k > 0
+        self.frozen = ["conv1", "bn1"] + [f"layer{i}" for i in range(1, frozen_stages + 1)] if frozen_stages else []
         for pname, p in self.body.named_parameters():
             if pname.split(".")[0] in self.frozen:
                 p.requires_grad_(False)
@@ -90,8 +84,8 @@ class Backbone(nn.Module):
 
 
 class Joiner(nn.Sequential):
-    """Backbone and position encoding side by side, named ``backbone.0`` and ``backbone.1`` as in
-    the official checkpoint. Returns ``(features, mask, pos)``, ``pos [B or 1, d, h, w]``."""
+    """Backbone and position encoding side by side, named ``backbone.0`` and ``backbone.1`` as in the official
+    checkpoint. Returns ``(features, mask, pos)``, ``pos [B or 1, d, h, w]``."""
 
     def __init__(self, backbone: Backbone, position_embedding: nn.Module):
         super().__init__(backbone, position_embedding)
@@ -99,8 +93,7 @@ class Joiner(nn.Sequential):
 
     def forward(self, images: torch.Tensor, mask: torch.Tensor | None = None):
         features, mask = self[0](images, mask)
-        pos = self[1](features, mask).to(features.dtype)
-        return features, mask, pos
+        return features, mask, self[1](features, mask).to(features.dtype)
 
 
 for _resnet in RESNETS:  # ModelConfig.backbone names a torchvision ResNet

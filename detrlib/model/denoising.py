@@ -1,24 +1,20 @@
 """Denoising queries (DN-DETR, Li et al. 2022): give the decoder noised ground truth to repair.
 
-Early in training the Hungarian matching of a DETR is unstable: the same object is answered by one
-query now and by another a few steps later, so the queries keep receiving contradicting targets.
-DN-DETR adds, during training only, queries made from the ground truth with noise added:
+Early in training the Hungarian matching is unstable: an object is answered by one query now, by another a few steps
+later, so queries get contradicting targets. DN-DETR adds, in training only, queries made from noised ground truth:
 
-- each object's label is flipped to another class with probability ``label_noise`` (0.2), and its
-  box jittered: the centre moves by up to ``box_noise * w / 2`` and ``box_noise * h / 2``, width
-  and height are scaled by up to ``1 ± box_noise`` (0.4), and the box is clamped to the image;
-- a query's content is the noised label's embedding with a last feature, the indicator, set to 1
-  (a matching query's content is DETR's zeros: indicator 0); its positional part is the noised
-  box, sine-encoded and passed through an MLP, where a matching query has a learned embedding;
-- this is done ``groups`` times (5) with independent noise; each group holds P queries, P the
-  largest object count in the batch, so images with fewer objects have padding slots;
-- an attention mask keeps the matching queries from seeing any denoising query (they would see
-  the answers) and each group from seeing the others; padding slots are hidden from everyone.
+- each object's label is flipped to another class with probability ``label_noise`` (0.2), and its box jittered by up
+  to ``box_noise`` (0.4, :func:`noise_boxes`) and clamped to the image;
+- a query's content is the noised label's embedding with a last feature, the indicator, set to 1 (a matching query's
+  content is DETR's zeros: indicator 0); its positional part is the noised box, sine-encoded and passed through an
+  MLP, where a matching query has a learned embedding;
+- this is done ``groups`` times (5) with independent noise; each group holds P queries, P the largest object count in
+  the batch, so images with fewer objects have padding slots;
+- an attention mask keeps the matching queries from seeing any denoising query (they would see the answers) and each
+  group from seeing the others; padding slots are hidden from everyone.
 
-Each denoising query is supervised by the object it was made from, with no matching (see
-:class:`detrlib.criterion.DenoisingCriterion`). The queries are built from the targets, so there
-are none at inference: the model then is exactly DETR.
-"""
+Each denoising query learns its object, unmatched (:class:`detrlib.criterion.DenoisingCriterion`). Made from the
+targets, the queries are absent at inference, where the model is exactly DETR."""
 from __future__ import annotations
 
 import math
@@ -40,10 +36,9 @@ def noise_labels(labels: Tensor, p: float, num_classes: int, generator=None) -> 
 
 
 def noise_boxes(boxes: Tensor, scale: float, generator=None) -> Tensor:
-    """Boxes ``[..., 4]`` (normalized cx, cy, w, h) with the centre moved by up to ``scale * w/2``,
-    ``scale * h/2`` and the size scaled by a factor in ``[1 - scale, 1 + scale]``, uniformly, then
-    clamped to the image. With ``scale < 1`` a jittered box still covers the original centre, so a
-    clamped box keeps a positive size."""
+    """Boxes ``[..., 4]`` (normalized cx, cy, w, h) with the centre moved by up to ``scale * w/2``, ``scale * h/2``
+    and the size scaled by a factor in ``[1 - scale, 1 + scale]``, uniformly, then clamped to the image. With
+    ``scale < 1`` a jittered box still covers the original centre, so a clamped box keeps a positive size."""
     u = torch.rand(boxes.shape, generator=generator, device=boxes.device) * 2 - 1
     wh = boxes[..., 2:]
     centre = boxes[..., :2] + u[..., :2] * scale * wh / 2
@@ -53,23 +48,21 @@ def noise_boxes(boxes: Tensor, scale: float, generator=None) -> Tensor:
 
 
 def sine_box_embedding(boxes: Tensor, dim: int, temperature: float = 10000) -> Tensor:
-    """``[..., k]`` coordinates in [0, 1] (a box's 4, a point's 2) -> ``[..., dim]``: each coordinate gets
-    ``dim / k`` sines and cosines, the encoding DETR gives pixel positions (coordinates scaled by 2π)."""
+    """``[..., k]`` coordinates in [0, 1] (a box's 4, a point's 2) -> ``[..., dim]``: each coordinate gets ``dim / k``
+    sines and cosines, the encoding DETR gives pixel positions (coordinates scaled by 2π)."""
     k = boxes.shape[-1]
     if dim % (2 * k):
         raise ValueError(f"hidden_dim {dim} must be divisible by {2 * k} to sine-encode {k} coordinates")
     n = dim // k
     freq = temperature ** (2 * (torch.arange(n, device=boxes.device) // 2) / n)
     angles = boxes[..., None].float() * 2 * math.pi / freq  # [..., k, n]
-    embedding = torch.stack([angles[..., 0::2].sin(), angles[..., 1::2].cos()], -1).flatten(-2)
-    return embedding.flatten(-2)
+    return torch.stack([angles[..., 0::2].sin(), angles[..., 1::2].cos()], -1).flatten(-3)  # [..., k * n]
 
 
 def denoising_attention_mask(groups: int, pad: int, num_queries: int) -> Tensor:
-    """``[L, L]`` bool, True = may not attend, for the decoder's queries laid out as ``groups``
-    blocks of ``pad`` denoising queries followed by ``num_queries`` matching queries (L = groups *
-    pad + num_queries): a matching query sees no denoising query; a denoising query sees its own
-    group and the matching queries."""
+    """``[L, L]`` bool, True = may not attend, for the decoder's queries laid out as ``groups`` blocks of ``pad``
+    denoising queries followed by ``num_queries`` matching queries (L = groups * pad + num_queries): a matching query
+    sees no denoising query; a denoising query sees its own group and the matching queries."""
     n = groups * pad
     blocked = torch.zeros(n + num_queries, n + num_queries, dtype=torch.bool)
     group = torch.arange(n) // max(pad, 1)
@@ -82,11 +75,9 @@ def denoising_attention_mask(groups: int, pad: int, num_queries: int) -> Tensor:
 class DenoisingBatch:
     """The denoising queries of a batch, to put in front of the matching queries.
 
-    ``content``, ``pos``: ``[B, N, d]`` with N = groups * pad (query ``g * pad + j`` comes from object
-    j of its image, in group g); ``attn_mask``: ``[B, 1, N + Q, N + Q]`` for the decoder's
-    self-attention (True = may not attend); ``valid``: ``[B, N]``, False on padding slots;
-    ``labels``, ``boxes``: the noised inputs ``[B, N]`` and ``[B, N, 4]``.
-    """
+    ``content``, ``pos``: ``[B, N, d]`` with N = groups * pad (query ``g * pad + j`` comes from object j of its image,
+    in group g); ``attn_mask``: ``[B, 1, N + Q, N + Q]`` for the decoder's self-attention (True = may not attend);
+    ``valid``: ``[B, N]``, False on padding slots; ``labels [B, N]``, ``boxes [B, N, 4]``: the noised inputs."""
 
     content: Tensor
     pos: Tensor
@@ -104,11 +95,9 @@ class DenoisingBatch:
 
 
 class Denoiser(nn.Module):
-    """Builds :class:`DenoisingBatch` from the targets: ``denoiser(targets, num_queries)``.
-
-    Its parameters: the label embedding (``num_classes`` x ``hidden_dim - 1``, the last feature
-    being the indicator) and the 2-layer MLP that maps a sine-encoded box to a query position.
-    """
+    """Builds :class:`DenoisingBatch` from the targets: ``denoiser(targets, num_queries)``. Its parameters: the label
+    embedding (``num_classes`` x ``hidden_dim - 1``, the last feature being the indicator) and the 2-layer MLP that
+    maps a sine-encoded box to a query position."""
 
     def __init__(self, num_classes: int, hidden_dim: int, groups: int = 5, label_noise: float = 0.2,
                  box_noise: float = 0.4):

@@ -1,20 +1,14 @@
 """DETR: backbone -> transformer -> one class and one box per object query.
 
-``DETR.forward`` is three steps, each a method a variant can reuse (:meth:`DETR.denoise`, chapter
-5, decodes extra queries with the same three):
+``DETR.forward`` is three steps, each a method a variant can reuse (:meth:`DETR.denoise`, chapter 5, decodes extra
+queries with the same three): :meth:`image_tokens` (CNN features, projected to ``hidden_dim`` and flattened to tokens,
+with their positions and padding mask); the transformer, which encodes the tokens and decodes the object queries
+(:class:`LearnedQueries`); :meth:`predict`, a linear class head (``num_classes + 1`` logits, no-object last) and a
+3-layer MLP box head (sigmoid ``cx, cy, w, h`` in [0, 1] of the unpadded image) on every decoder layer's output.
 
-1. :meth:`image_tokens`: CNN features, projected to ``hidden_dim`` and flattened to tokens, with
-   their positions and padding mask;
-2. the transformer encodes the tokens and decodes the object queries (:class:`LearnedQueries`);
-3. :meth:`predict`: a linear class head (``num_classes + 1`` logits, no-object last) and a
-   3-layer MLP box head (sigmoid ``cx, cy, w, h`` in [0, 1] of the unpadded image) on every
-   decoder layer's output.
-
-Two settings serve variants: ``class_head="sigmoid"`` gives ``num_classes`` logits, one sigmoid
-each and no no-object class (trained with the sigmoid focal loss), and a decoder with reference
-points (Conditional DETR's, :mod:`detrlib.model.conditional`) has each box predicted relative to
-its query's point.
-"""
+Two settings serve variants: ``class_head="sigmoid"`` gives ``num_classes`` logits, one sigmoid each and no no-object
+class (trained with the sigmoid focal loss), and a decoder with reference points (Conditional DETR's,
+:mod:`detrlib.model.conditional`) has each box predicted relative to its query's point."""
 from __future__ import annotations
 
 import math
@@ -68,18 +62,16 @@ class LearnedQueries(nn.Module):
 
 
 class DETR(nn.Module):
-    """``model(images [B, 3, H, W] float, mask [B, H, W] bool, True = padding, or None)`` ->
-    ``{"pred_logits": [B, Q, C + 1], "pred_boxes": [B, Q, 4], "aux_outputs": [...]}``
-    (``[B, Q, C]`` logits with ``class_head="sigmoid"``).
+    """``model(images, mask)`` -> ``{"pred_logits": [B, Q, C + 1], "pred_boxes": [B, Q, 4], "aux_outputs": [...]}``
+    for ``images [B, 3, H, W]`` float and ``mask [B, H, W]`` bool (True = padding) or None; the logits are
+    ``[B, Q, C]`` with ``class_head="sigmoid"``.
 
     With a ``denoiser`` (:class:`~detrlib.model.denoising.Denoiser`), training calls
-    ``model(images, mask, targets=targets)`` add denoising queries; inference is unchanged.
-    ``queries()`` makes the object queries (:class:`LearnedQueries` by default).
-    """
+    ``model(images, mask, targets=targets)`` add denoising queries; inference is unchanged. ``queries()`` makes the
+    object queries (:class:`LearnedQueries` by default)."""
 
     def __init__(self, backbone: Joiner, transformer: Transformer, num_classes: int, num_queries: int,
-                 aux_loss: bool = True, denoiser: Denoiser | None = None, queries=None,
-                 class_head: str = "softmax"):
+                 aux_loss: bool = True, denoiser: Denoiser | None = None, queries=None, class_head: str = "softmax"):
         super().__init__()
         if class_head not in ("softmax", "sigmoid"):
             raise ValueError(f"class_head must be softmax or sigmoid, got {class_head!r}")
@@ -115,9 +107,8 @@ class DETR(nn.Module):
         return self.outputs(self.class_embed(hs), self.boxes(hs, reference))
 
     def boxes(self, hs: torch.Tensor, reference: torch.Tensor | None = None) -> torch.Tensor:
-        """The box head: ``sigmoid(MLP(hs))``, or with ``reference [B, Q, 2]`` (Conditional DETR's
-        points, x and y in [0, 1]) ``sigmoid(MLP(hs) + [logit(reference), 0, 0])``: each box centre
-        predicted relative to its query's point."""
+        """The box head: ``sigmoid(MLP(hs))``, or with ``reference [B, Q, 2]`` (Conditional DETR's points, x and y
+        in [0, 1]) ``sigmoid(MLP(hs) + [logit(reference), 0, 0])``: each box centre relative to its point."""
         if reference is None:
             return self.bbox_embed(hs).sigmoid()
         offset = F.pad(torch.logit(reference.float(), eps=1e-5), (0, 2))  # fp32: 1 - 1e-5 is 1 in bf16
@@ -144,11 +135,10 @@ class DETR(nn.Module):
     def denoise(self, tokens, pos, padding, targets: list[dict]) -> dict:
         """Decode the denoising queries made from ``targets`` in front of the object queries (chapter 5).
 
-        The object queries' predictions come out as usual; the denoising queries' ones, in the same
-        format, as ``"dn_outputs"`` (absent when the batch has no object), with ``"dn_meta"`` saying
-        which object each came from. The attention mask keeps the object queries blind to the
-        denoising ones, so their outputs do not depend on them.
-        """
+        The object queries' predictions come out as usual; the denoising queries', in the same format, as
+        ``"dn_outputs"`` (absent when the batch has no object), with ``"dn_meta"`` saying which object each came
+        from. The attention mask keeps the object queries blind to the denoising ones: their outputs do not depend on
+        them."""
         check_targets(targets, len(tokens), self.num_classes)
         dn = self.denoiser(targets, self.num_queries)
         n = dn.content.shape[1]
@@ -168,17 +158,15 @@ def check_inputs(images, mask) -> None:
     """Clear errors for the usual mistakes: a list of images, uint8 pixels, a mask of the wrong shape."""
     if isinstance(images, (list, tuple)):
         sizes = sorted({tuple(im.shape[-2:]) for im in images if torch.is_tensor(im)})
-        raise TypeError(
-            f"DETR takes one padded batch tensor [B, 3, H, W], not a list of {len(images)} images "
-            f"(sizes {sizes}): pad them to a common size (detrlib.data.collate does) and pass "
-            "mask=True on the padded pixels")
+        raise TypeError(f"DETR takes one padded batch tensor [B, 3, H, W], not a list of {len(images)} images (sizes "
+                        f"{sizes}): pad them to a common size (detrlib.data.collate does) and pass mask=True on the "
+                        "padded pixels")
     if not torch.is_tensor(images) or images.dim() != 4 or images.shape[1] != 3:
         shape = tuple(images.shape) if torch.is_tensor(images) else type(images).__name__
         raise ValueError(f"images must be a float tensor [B, 3, H, W], got {shape}")
     if not images.is_floating_point():
-        raise TypeError(f"images must be float (normalized pixels), got {images.dtype}: convert "
-                        "uint8 images with torchvision.transforms.v2.ToDtype(torch.float32, scale=True) "
-                        "and Normalize")
+        raise TypeError(f"images must be float (normalized pixels), got {images.dtype}: convert uint8 images with "
+                        "torchvision.transforms.v2.ToDtype(torch.float32, scale=True) and Normalize")
     if mask is not None:
         if mask.dtype != torch.bool:
             raise TypeError(f"mask must be bool (True = padding), got {mask.dtype}")
@@ -188,9 +176,9 @@ def check_inputs(images, mask) -> None:
 
 
 def build_model(cfg: ModelConfig, compile: bool = False) -> DETR:
-    """DETR as ``cfg`` describes it, each part the one ``cfg`` names (:mod:`detrlib.model.registry`),
-    with random weights (ImageNet ones for the backbone when ``cfg.pretrained_backbone``).
-    ``compile=True`` wraps the forward in ``torch.compile``; the state_dict keeps its names."""
+    """DETR as ``cfg`` describes it, each part the one ``cfg`` names (:mod:`detrlib.model.registry`), with random
+    weights (ImageNet ones for the backbone when ``cfg.pretrained_backbone``). ``compile=True`` wraps the forward in
+    ``torch.compile``; the state_dict keeps its names."""
     def new(kind):  # made when its owner asks, so that modules are made (and seeded) in the official order
         return lambda: build(cfg, kind)
 
@@ -210,12 +198,10 @@ def build_model(cfg: ModelConfig, compile: bool = False) -> DETR:
 class PostProcess(nn.Module):
     """Model outputs -> per image ``{"scores", "labels", "boxes"}``, best first.
 
-    Scores and labels ignore the no-object class; boxes become absolute ``x1, y1, x2, y2`` in the
-    size given for each image (its original size for evaluation). ``top_k`` keeps the best k
-    queries, ``threshold`` drops scores below it. ``sigmoid`` reads the logits of a
-    ``class_head="sigmoid"`` model: a class's score is its sigmoid, and a query still gives one
-    detection, its best class.
-    """
+    Scores and labels ignore the no-object class; boxes become absolute ``x1, y1, x2, y2`` in the size given for
+    each image (its original size for evaluation). ``top_k`` keeps the best k queries, ``threshold`` drops scores
+    below it. ``sigmoid`` reads the logits of a ``class_head="sigmoid"`` model: a class's score is its sigmoid, and a
+    query still gives one detection, its best class."""
 
     def __init__(self, threshold: float = 0.0, top_k: int | None = None, sigmoid: bool = False):
         super().__init__()

@@ -1,8 +1,7 @@
 """Where is each feature-map cell? Two answers: fixed sines (DETR's default) or learned embeddings.
 
-Both return ``[B or 1, d, h, w]``: the first ``d/2`` channels encode the row, the last ``d/2`` the
-column (sine) or the reverse (learned), exactly as in the official code, so checkpoints agree.
-"""
+Both return ``[B or 1, d, h, w]``: the first ``d/2`` channels encode the row, the last ``d/2`` the column (sine) or
+the reverse (learned), exactly as in the official code, so checkpoints agree."""
 from __future__ import annotations
 
 import math
@@ -17,16 +16,14 @@ from detrlib.model.registry import register
 class PositionEmbeddingSine(nn.Module):
     """Sines and cosines of each cell's row and column, at ``num_pos_feats / 2`` frequencies each.
 
-    With ``normalize`` (DETR's setting) the coordinates run from 0 to ``scale`` = 2*pi over the
-    *unpadded* part of each image, so a small image padded into a large batch gets the same codes
-    as when it is alone. ``mask [B, h, w]`` is True on padding; ``None`` means no padding.
-    """
+    With ``normalize`` (DETR's setting) the coordinates run from 0 to ``scale`` = 2*pi over the *unpadded* part of
+    each image, so a small image padded into a large batch gets the same codes as when it is alone. ``mask [B, h, w]``
+    is True on padding; ``None`` means no padding."""
 
     def __init__(self, num_pos_feats: int = 64, temperature: float = 10000, normalize: bool = True,
                  scale: float = 2 * math.pi):
         super().__init__()
-        self.num_pos_feats, self.temperature, self.normalize, self.scale = (
-            num_pos_feats, temperature, normalize, scale)
+        self.num_pos_feats, self.temperature, self.normalize, self.scale = num_pos_feats, temperature, normalize, scale
 
     @classmethod
     def from_config(cls, cfg):
@@ -34,16 +31,12 @@ class PositionEmbeddingSine(nn.Module):
 
     def forward(self, features: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         h, w = features.shape[-2:]
-        if mask is None:  # same values as an all-False mask, without a batch dimension
-            def count(n):
-                return torch.arange(1, n + 1, dtype=torch.float32, device=features.device)
-
-            y = count(h)[None, :, None].expand(1, h, w)
-            x = count(w)[None, None, :].expand(1, h, w)
+        if mask is None:  # an all-False mask without a batch dimension
+            not_mask = torch.ones(1, h, w, dtype=torch.bool, device=features.device)
         else:
             not_mask = ~mask
-            y = not_mask.cumsum(1, dtype=torch.float32)
-            x = not_mask.cumsum(2, dtype=torch.float32)
+        y = not_mask.cumsum(1, dtype=torch.float32)
+        x = not_mask.cumsum(2, dtype=torch.float32)
         if self.normalize:
             eps = 1e-6
             y = y / (y[:, -1:, :] + eps) * self.scale

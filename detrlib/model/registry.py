@@ -1,10 +1,8 @@
-"""Model parts by name, the one list of them: the ``ModelConfig`` field of each kind names one, the
-config asks here whether it exists (:func:`check`), and :func:`build_model` builds it from here.
-
-Every part has one contract, whatever its kind: a class whose ``from_config(cfg)`` builds it from
-the ``ModelConfig`` alone (:func:`build`; for a layer kind, one layer), and whose ``forward`` takes
-and returns what DETR's own part of that kind does (:class:`Backbone`, :class:`PositionEmbeddingSine`,
-:class:`EncoderLayer`, :class:`DecoderLayer`, :class:`LearnedQueries`)."""
+"""Model parts by name, the one list of them: each kind's ``ModelConfig`` field names one, :func:`check` tells the
+config whether it exists, and :func:`build_model` builds it from here. Every part, whatever its kind, is a class
+whose ``from_config(cfg)`` builds it from the ``ModelConfig`` alone (:func:`build`; for a layer kind, one layer) and
+whose ``forward`` takes and returns what DETR's own part of that kind does (:class:`Backbone`,
+:class:`PositionEmbeddingSine`, :class:`EncoderLayer`, :class:`DecoderLayer`, :class:`LearnedQueries`)."""
 from __future__ import annotations
 
 from detrlib.errors import ConfigError
@@ -14,9 +12,8 @@ PARTS: dict[str, dict] = {kind: {} for kind in KINDS}
 
 
 def register(kind: str, name: str):
-    """Register a class as the part that ``ModelConfig.<kind> = name`` picks. A name is registered
-    once: another part under a taken name is refused (the same part again, as when its module is
-    reloaded, replaces itself)."""
+    """Register a class as the part that ``ModelConfig.<kind> = name`` picks. A name is registered once: another part
+    under a taken name is refused (the same part again, as when its module is reloaded, replaces itself)."""
     def add(cls):
         if not callable(getattr(cls, "from_config", None)):
             raise TypeError(f"{kind} {name!r}: a part is built from the ModelConfig by its from_config(cfg); "

@@ -1,10 +1,8 @@
 """DETR's transformer: post-norm encoder and decoder layers, positions added at every layer.
 
-Unlike ``nn.Transformer``, DETR adds the position encoding to the queries and keys of *every*
-attention layer (not once to the input), and the decoder returns the output of every layer, each
-passed through the decoder's final LayerNorm, for the auxiliary losses. Tensors are batch first:
-image tokens ``[B, HW, d]``, queries ``[B, Q, d]``. Parameter names follow the official code.
-"""
+Unlike ``nn.Transformer``, DETR adds the position encoding to the queries and keys of *every* attention layer (not
+once to the input), and the decoder returns every layer's output, each through the decoder's final LayerNorm, for the
+auxiliary losses. Tensors are batch first; parameter names follow the official code."""
 from __future__ import annotations
 
 import torch
@@ -93,10 +91,8 @@ class Encoder(nn.Module):
 class Decoder(nn.Module):
     """``num_layers`` decoder layers, each made by ``new_layer()``; one LayerNorm for every layer's output.
 
-    ``reference_head`` is None: DETR's queries have no reference point, and its boxes are absolute.
-    A variant's decoder that sets it (Conditional DETR's) gives each query the point
-    :meth:`reference_points`, and DETR predicts that query's box relative to it.
-    """
+    ``reference_head`` is None: DETR's queries have no reference point, its boxes are absolute. A variant's decoder
+    that sets it (Conditional DETR's) gives each query the point :meth:`reference_points`, its box relative to it."""
 
     def __init__(self, num_layers: int, d_model: int, new_layer):
         super().__init__()
@@ -119,9 +115,8 @@ class Decoder(nn.Module):
 
 
 class Transformer(nn.Module):
-    """DETR's encoder and decoder. ``encoder_layer()`` and ``decoder_layer()`` make one layer each (DETR's
-    by default); ``decoder`` is the loop that runs the decoder layers (Conditional DETR's layers need
-    one that shares parts between them)."""
+    """DETR's encoder and decoder. ``encoder_layer()`` and ``decoder_layer()`` make one layer each (DETR's by
+    default); ``decoder`` runs the decoder layers (Conditional DETR's, whose layers share parts, has its own)."""
 
     def __init__(self, d_model=256, nhead=8, num_encoder_layers=6, num_decoder_layers=6, dim_feedforward=2048,
                  dropout=0.1, encoder_layer=None, decoder_layer=None, decoder=Decoder):
@@ -135,13 +130,9 @@ class Transformer(nn.Module):
                 nn.init.xavier_uniform_(p)
 
     def forward(self, src, pos, padding_mask, query_pos, tgt, tgt_mask=None):
-        """Encode image tokens ``src [B, HW, d]`` (positions ``pos``, True in ``padding_mask [B, HW]``
-        where padded), then decode the queries.
-
-        ``query_pos [B, Q, d]`` are the queries' positions and ``tgt [B, Q, d]`` their content
-        (:class:`~detrlib.model.detr.LearnedQueries`: learned, and zeros); ``tgt_mask [Q, Q]`` (True = may
-        not attend) restricts the decoder's self-attention. Returns ``(hs [layers, B, Q, d], memory [B, HW, d])``.
-        """
+        """Encode image tokens ``src [B, HW, d]`` (positions ``pos``, True in ``padding_mask [B, HW]`` where padded),
+        then decode the queries: ``query_pos [B, Q, d]`` their positions, ``tgt [B, Q, d]`` their content
+        (:class:`~detrlib.model.detr.LearnedQueries`: learned, and zeros); ``tgt_mask [Q, Q]`` (True = may not attend)
+        restricts the decoder's self-attention. Returns ``(hs [layers, B, Q, d], memory [B, HW, d])``."""
         memory = self.encoder(src, pos, padding_mask)
-        hs = self.decoder(tgt, memory, pos, query_pos, padding_mask, tgt_mask)
-        return hs, memory
+        return self.decoder(tgt, memory, pos, query_pos, padding_mask, tgt_mask), memory
