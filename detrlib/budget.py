@@ -163,6 +163,7 @@ def chapter_plan(chapter: str, cfg: Config) -> str:
     from detrlib.config import pick_device
     from detrlib.precision import precision
     from detrlib.runfolder import run_dir
+    from detrlib.train_state import finished_reason
 
     plan = CHAPTERS[chapter]
     sps, source = step_seconds(cfg)
@@ -178,7 +179,7 @@ def chapter_plan(chapter: str, cfg: Config) -> str:
         t = run_cfg.train
         saved = load_latest(run_dir(run_cfg) / "checkpoints")
         cap = f" (never more than {t.max_minutes:g})" if t.max_minutes else ""
-        if saved and saved.get("finished"):
+        if finished_reason(saved, t):
             lines.append(f"  run {name:<14} finished earlier, reused: 0 min")
             continue
         minutes = run_minutes(run_cfg)

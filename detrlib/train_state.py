@@ -25,6 +25,24 @@ def rng_state() -> dict:
     return state
 
 
+def stop_reason(cfg: TrainConfig, step: int, epoch: int, out_of_time: bool) -> str:
+    """What ends a run at ``step`` and ``epoch`` (``max_steps``, ``max_minutes`` or ``epochs``), or ``""``."""
+    if cfg.max_steps and step >= cfg.max_steps:
+        return "max_steps"
+    if out_of_time:
+        return "max_minutes"
+    return "epochs" if epoch >= cfg.epochs else ""
+
+
+def finished_reason(saved: dict | None, cfg: TrainConfig) -> str:
+    """What ended the run of the checkpoint ``saved`` when that run is finished under ``cfg``'s budget, else ``""``
+    (no checkpoint, a run stopped midway, or one whose budget was raised since): the rule a run is reused by."""
+    if not saved or not saved.get("finished"):
+        return ""
+    out_of_time = bool(cfg.max_minutes) and saved.get("wall_time", 0) >= cfg.max_minutes * 60
+    return stop_reason(cfg, saved.get("step", 0), saved.get("epoch", 0), out_of_time)
+
+
 def set_rng_state(state: dict) -> None:
     version, mt, gauss = state["python"]
     random.setstate((version, tuple(mt), gauss))
@@ -95,13 +113,9 @@ class TrainState:
         return bool(cfg.max_minutes) and self.elapsed() >= cfg.max_minutes * 60
 
     def stop_reason(self, cfg: TrainConfig) -> str:
-        """What ends the run now (``max_steps``, ``max_minutes`` or ``epochs``), or ``""``: the same on every process
-        of a distributed run, since the clock enters only through ``out_of_time``."""
-        if cfg.max_steps and self.step >= cfg.max_steps:
-            return "max_steps"
-        if self.out_of_time:
-            return "max_minutes"
-        return "epochs" if self.epoch >= cfg.epochs else ""
+        """What ends the run now (:func:`stop_reason`): the same on every process of a distributed run, since the
+        clock enters only through ``out_of_time``."""
+        return stop_reason(cfg, self.step, self.epoch, self.out_of_time)
 
     def state_dict(self) -> dict:
         return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),

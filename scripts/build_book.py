@@ -103,9 +103,15 @@ def runs_to_train() -> list[str]:
     wanted = [name for name in AHEAD if any(name in chapter.runs for chapter in chapters)]
     if not wanted:  # a book without those chapters (the tests' tiny books): no torch to import
         return []
-    from detrlib.runfolder import read_metrics, run_dir
+    from detrlib.checkpoint import load_latest
+    from detrlib.runfolder import run_dir
+    from detrlib.train_state import finished_reason
 
-    return [name for name in wanted if "stopped" not in (read_metrics(run_dir(run_settings(name))) or [{}])[-1]]
+    def finished(name: str) -> bool:
+        cfg = run_settings(name)
+        return bool(finished_reason(load_latest(run_dir(cfg) / "checkpoints"), cfg.train))
+
+    return [name for name in wanted if not finished(name)]
 
 
 def train_ahead(build: Path) -> None:

@@ -97,6 +97,21 @@ def test_a_run_that_fails_ahead_of_the_chapters_is_left_to_its_chapter(tmp_path,
                         r"chapter trains it \(log: .*vanilla\.log\)", lines[1]), lines[1]
 
 
+def test_a_run_is_trained_ahead_unless_it_finished_within_its_budget(tmp_path, monkeypatch):
+    """The build reuses a run by train()'s rule: a run the time cap stopped trains on once the cap is raised."""
+    from detrlib.checkpoint import save_checkpoint
+    from detrlib.runfolder import run_dir
+
+    monkeypatch.setenv("DETRLIB_RUNS", str(tmp_path))
+    monkeypatch.setenv("DETRLIB_SET", '{"train.max_minutes": 1}')
+    assert build_book.runs_to_train() == ["vanilla", "denoising"]
+    folder = run_dir(build_book.run_settings("vanilla")) / "checkpoints"
+    save_checkpoint({"model": {}, "step": 1, "epoch": 0, "finished": True, "wall_time": 60.0}, folder, 1)
+    assert build_book.runs_to_train() == ["denoising"]  # stopped by its one-minute cap
+    monkeypatch.setenv("DETRLIB_SET", '{"train.max_minutes": 2}')  # the same run, with a larger cap
+    assert build_book.runs_to_train() == ["vanilla", "denoising"]
+
+
 def test_settings_that_do_not_resolve_train_nothing_ahead(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("DETRLIB_SET", "not json")
     build_book.train_ahead(tmp_path)
